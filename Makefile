@@ -1,0 +1,51 @@
+# Two entry points: `make demo` and `make test`. Each sets up everything it
+# needs on a fresh machine (virtual environment from the lock file, the
+# compiled op) and reuses what is already there on a second run.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMPS := .stamps
+
+# The CUDA kernels are compiled whenever a CUDA toolkit is found, GPU or not.
+CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(realpath $(firstword $(wildcard /usr/local/cuda/bin/nvcc) $(shell command -v nvcc))))
+FORCE_CUDA ?= $(if $(CUDA_HOME),1,0)
+TORCH_CUDA_ARCH_LIST ?= 8.0;9.0+PTX
+MAX_JOBS ?= 2
+
+.PHONY: setup demo test bench lock clean
+
+setup: $(STAMPS)/ext
+
+$(STAMPS)/venv: requirements/lock.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --no-deps -r requirements/lock.txt
+	mkdir -p $(STAMPS) && touch $@
+
+$(STAMPS)/ext: $(STAMPS)/venv setup.py $(shell find csrc -type f)
+	CUDA_HOME="$(CUDA_HOME)" FORCE_CUDA=$(FORCE_CUDA) \
+	TORCH_CUDA_ARCH_LIST="$(TORCH_CUDA_ARCH_LIST)" MAX_JOBS=$(MAX_JOBS) \
+	$(VENV)/bin/pip install --no-build-isolation --no-deps -e .
+	touch $@
+
+demo: setup
+	$(PY) tools/demo.py
+
+test: setup
+	$(PY) -m pytest tests
+
+bench: setup
+	$(PY) benchmarks/bench_shift.py
+	$(PY) benchmarks/bench_models.py
+
+# Re-resolve the lock from requirements/top.txt (needs the package index).
+lock:
+	rm -rf .lockenv && $(PYTHON) -m venv .lockenv
+	.lockenv/bin/pip install -r requirements/top.txt
+	.lockenv/bin/pip install --no-deps -r requirements/no-deps.txt
+	.lockenv/bin/pip uninstall -y opencv-python
+	.lockenv/bin/pip freeze --all | grep -v '^ghostsr' > requirements/lock.txt
+	rm -rf .lockenv
+
+clean:
+	rm -rf $(STAMPS) build ghostsr_mm/*.so *.egg-info

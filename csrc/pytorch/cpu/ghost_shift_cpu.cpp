@@ -1,0 +1,252 @@
+// CPU kernels of the ghost shift. Planes are moved with whole-row memcpy and
+// memset (no per-element branch in the interior); (n, c) planes run in
+// parallel with at::parallel_for.
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <cstring>
+#include <vector>
+
+#include "../ghost_shift.h"
+#include "ghost_shift_common.h"
+
+namespace ghostsr {
+namespace {
+
+// Grain of parallel_for in planes: about 32K elements per task.
+int64_t plane_grain(int64_t plane) {
+  return std::max<int64_t>(1, 32768 / std::max<int64_t>(plane, 1));
+}
+
+std::vector<int64_t> to_host_vector(const at::Tensor& t) {
+  auto c = t.to(at::kLong).contiguous();
+  return std::vector<int64_t>(c.data_ptr<int64_t>(),
+                              c.data_ptr<int64_t>() + c.numel());
+}
+
+// dst (H x W) = src (H x W) moved by (dy, dx), zero outside.
+template <typename T>
+void shift_plane(const T* src, T* dst, int64_t H, int64_t W, int64_t dy,
+                 int64_t dx) {
+  const ShiftRange ry = shifted_range(H, dy);
+  const ShiftRange rx = shifted_range(W, dx);
+  if (ry.empty() || rx.empty()) {
+    std::memset(dst, 0, sizeof(T) * H * W);
+    return;
+  }
+  std::memset(dst, 0, sizeof(T) * ry.lo * W);
+  std::memset(dst + ry.hi * W, 0, sizeof(T) * (H - ry.hi) * W);
+  if (dx == 0) {  // the valid rows are one contiguous block
+    std::memcpy(dst + ry.lo * W, src + (ry.lo - dy) * W,
+                sizeof(T) * ry.length() * W);
+    return;
+  }
+  for (int64_t y = ry.lo; y < ry.hi; ++y) {
+    T* d = dst + y * W;
+    const T* s = src + (y - dy) * W;
+    std::memset(d, 0, sizeof(T) * rx.lo);
+    std::memcpy(d + rx.lo, s + rx.lo - dx, sizeof(T) * rx.length());
+    std::memset(d + rx.hi, 0, sizeof(T) * (W - rx.hi));
+  }
+}
+
+// acc (H x W) += src moved by (dy, dx).
+template <typename T, typename A>
+void add_shifted_plane(const T* src, A* acc, int64_t H, int64_t W, int64_t dy,
+                       int64_t dx) {
+  const ShiftRange ry = shifted_range(H, dy);
+  const ShiftRange rx = shifted_range(W, dx);
+  for (int64_t y = ry.lo; y < ry.hi; ++y) {
+    A* d = acc + y * W;
+    const T* s = src + (y - dy) * W - dx;
+    for (int64_t x = rx.lo; x < rx.hi; ++x) d[x] += static_cast<A>(s[x]);
+  }
+}
+
+// Dot product of two rows in 8 independent lanes, so the compiler can
+// vectorise the reduction without reassociating it.
+template <typename T, typename A>
+A row_dot(const T* a, const T* b, int64_t n) {
+  A lanes[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t x = 0;
+  for (; x + 8 <= n; x += 8)
+    for (int k = 0; k < 8; ++k)
+      lanes[k] += static_cast<A>(a[x + k]) * static_cast<A>(b[x + k]);
+  A total = 0;
+  for (; x < n; ++x) total += static_cast<A>(a[x]) * static_cast<A>(b[x]);
+  for (int k = 0; k < 8; ++k) total += lanes[k];
+  return total;
+}
+
+at::Tensor ghost_shift_cpu(const at::Tensor& input, const at::Tensor& src,
+                           const at::Tensor& offsets) {
+  const int64_t Co = check_forward_args(input, src, offsets);
+  const int64_t N = input.size(0), Ci = input.size(1);
+  const int64_t H = input.size(2), W = input.size(3);
+  const auto s = to_host_vector(src);
+  const auto off = to_host_vector(offsets);  // reads strided/expanded views
+  const bool nhwc = use_channels_last(input);
+  const auto fmt = nhwc ? at::MemoryFormat::ChannelsLast
+                        : at::MemoryFormat::Contiguous;
+  const auto in = input.contiguous(fmt);
+  auto out = at::empty({N, Co, H, W}, input.options().memory_format(fmt));
+  if (out.numel() == 0) return out;
+
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, input.scalar_type(), "ghost_shift_cpu", [&] {
+        const scalar_t* ip = in.data_ptr<scalar_t>();
+        scalar_t* op = out.data_ptr<scalar_t>();
+        if (!nhwc) {
+          at::parallel_for(0, N * Co, plane_grain(H * W),
+                           [&](int64_t begin, int64_t end) {
+            for (int64_t nc = begin; nc < end; ++nc) {
+              const int64_t n = nc / Co, c = nc % Co;
+              shift_plane(ip + (n * Ci + s[c]) * H * W, op + nc * H * W, H, W,
+                          off[2 * c], off[2 * c + 1]);
+            }
+          });
+          return;
+        }
+        // Channels-last: one task per output row, a gather per pixel.
+        at::parallel_for(0, N * H, plane_grain(W * Co),
+                         [&](int64_t begin, int64_t end) {
+          for (int64_t ny = begin; ny < end; ++ny) {
+            const int64_t n = ny / H, y = ny % H;
+            for (int64_t x = 0; x < W; ++x) {
+              scalar_t* o = op + (ny * W + x) * Co;
+              for (int64_t c = 0; c < Co; ++c) {
+                const int64_t ys = y - off[2 * c], xs = x - off[2 * c + 1];
+                o[c] = (ys >= 0 && ys < H && xs >= 0 && xs < W)
+                           ? ip[((n * H + ys) * W + xs) * Ci + s[c]]
+                           : scalar_t(0);
+              }
+            }
+          }
+        });
+      });
+  return out;
+}
+
+at::Tensor ghost_shift_backward_cpu(const at::Tensor& grad_output,
+                                    const at::Tensor& src,
+                                    const at::Tensor& offsets,
+                                    int64_t in_channels) {
+  check_backward_args(grad_output, src, offsets, in_channels);
+  const int64_t N = grad_output.size(0), Co = grad_output.size(1);
+  const int64_t H = grad_output.size(2), W = grad_output.size(3);
+  const int64_t Ci = in_channels;
+  const auto go = grad_output.contiguous();
+  auto grad_input = at::empty({N, Ci, H, W}, grad_output.options());
+  if (grad_input.numel() == 0) return grad_input;
+
+  // Output channels of each intrinsic channel (CSR), so that each task owns
+  // its grad_input plane: no atomics.
+  const auto inv = inverse_map(src, Ci);
+  const auto perm = to_host_vector(inv.perm);
+  const auto rowptr = to_host_vector(inv.rowptr);
+  const auto off = to_host_vector(offsets);
+
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, go.scalar_type(), "ghost_shift_backward_cpu",
+      [&] {
+        using acc_t = at::opmath_type<scalar_t>;
+        const scalar_t* gp = go.data_ptr<scalar_t>();
+        scalar_t* gi = grad_input.data_ptr<scalar_t>();
+        at::parallel_for(0, N * Ci, plane_grain(H * W),
+                         [&](int64_t begin, int64_t end) {
+          std::vector<acc_t> acc;
+          for (int64_t nc = begin; nc < end; ++nc) {
+            const int64_t n = nc / Ci, ci = nc % Ci;
+            const int64_t first = rowptr[ci], last = rowptr[ci + 1];
+            scalar_t* dst = gi + nc * H * W;
+            if (last - first == 0) {
+              std::memset(dst, 0, sizeof(scalar_t) * H * W);
+              continue;
+            }
+            if (last - first == 1) {  // a single reader: a plain inverse shift
+              const int64_t c = perm[first];
+              shift_plane(gp + (n * Co + c) * H * W, dst, H, W,
+                          -off[2 * c], -off[2 * c + 1]);
+              continue;
+            }
+            acc.assign(H * W, acc_t(0));
+            for (int64_t k = first; k < last; ++k) {
+              const int64_t c = perm[k];
+              add_shifted_plane(gp + (n * Co + c) * H * W, acc.data(), H, W,
+                                -off[2 * c], -off[2 * c + 1]);
+            }
+            for (int64_t i = 0; i < H * W; ++i)
+              dst[i] = static_cast<scalar_t>(acc[i]);
+          }
+        });
+      });
+  return grad_input;
+}
+
+at::Tensor ghost_shift_weight_grad_cpu(const at::Tensor& grad_output,
+                                       const at::Tensor& input,
+                                       const at::Tensor& src,
+                                       const at::Tensor& channels,
+                                       int64_t max_offset) {
+  check_weight_grad_args(grad_output, input, src, channels, max_offset);
+  const int64_t N = input.size(0), Ci = input.size(1);
+  const int64_t H = input.size(2), W = input.size(3);
+  const int64_t Co = grad_output.size(1);
+  const int64_t K = 2 * max_offset + 1;
+  const auto s = to_host_vector(src);
+  const auto chans = to_host_vector(channels);
+  const int64_t G = static_cast<int64_t>(chans.size());
+  const auto go = grad_output.contiguous();
+  const auto in = input.contiguous();
+  auto result = at::empty({G, K, K}, input.options());
+
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, in.scalar_type(), "ghost_shift_weight_grad_cpu",
+      [&] {
+        using acc_t = at::opmath_type<scalar_t>;
+        const scalar_t* gp = go.data_ptr<scalar_t>();
+        const scalar_t* ip = in.data_ptr<scalar_t>();
+        scalar_t* rp = result.data_ptr<scalar_t>();
+        at::parallel_for(0, G, 1, [&](int64_t begin, int64_t end) {
+          std::vector<acc_t> acc(K * K);
+          for (int64_t g = begin; g < end; ++g) {
+            const int64_t c = chans[g];
+            std::fill(acc.begin(), acc.end(), acc_t(0));
+            for (int64_t n = 0; n < N; ++n) {
+              const scalar_t* gplane = gp + (n * Co + c) * H * W;
+              const scalar_t* iplane = ip + (n * Ci + s[c]) * H * W;
+              for (int64_t i = 0; i < K; ++i) {
+                const int64_t dy = candidate_shift(i, max_offset);
+                const ShiftRange ry = shifted_range(H, dy);
+                for (int64_t j = 0; j < K; ++j) {
+                  const int64_t dx = candidate_shift(j, max_offset);
+                  const ShiftRange rx = shifted_range(W, dx);
+                  if (rx.empty()) continue;
+                  acc_t total = 0;
+                  for (int64_t y = ry.lo; y < ry.hi; ++y)
+                    total += row_dot<scalar_t, acc_t>(
+                        gplane + y * W + rx.lo,
+                        iplane + (y - dy) * W + rx.lo - dx, rx.length());
+                  acc[i * K + j] += total;
+                }
+              }
+            }
+            for (int64_t k = 0; k < K * K; ++k)
+              rp[g * K * K + k] = static_cast<scalar_t>(acc[k]);
+          }
+        });
+      });
+  return result;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(ghostsr, CPU, m) {
+  m.impl("ghost_shift", &ghost_shift_cpu);
+  m.impl("ghost_shift_backward", &ghost_shift_backward_cpu);
+  m.impl("ghost_shift_weight_grad", &ghost_shift_weight_grad_cpu);
+}
+
+}  // namespace ghostsr

@@ -1,0 +1,236 @@
+// CUDA kernels of the ghost shift: one coalesced pass per op, grid-stride
+// loops, the current stream and a device guard; the candidate-offset gradient
+// is a block reduction per (channel, candidate), with no global atomics.
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <c10/cuda/CUDAStream.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/library.h>
+
+#include "../ghost_shift.h"
+#include "ghost_shift_common.h"
+
+namespace ghostsr {
+namespace {
+
+constexpr int kThreads = 256;
+
+int blocks_for(int64_t n) {
+  const int64_t max_blocks = 65535;
+  return static_cast<int>(std::min<int64_t>(max_blocks, (n + kThreads - 1) / kThreads));
+}
+
+// Offsets are read through their strides, so an expanded (stride 0) per-layer
+// offset needs no copy.
+struct OffsetView {
+  const int64_t* data;
+  int64_t stride_c;
+  int64_t stride_k;
+  __device__ __forceinline__ int64_t dy(int64_t c) const { return data[c * stride_c]; }
+  __device__ __forceinline__ int64_t dx(int64_t c) const { return data[c * stride_c + stride_k]; }
+};
+
+OffsetView offset_view(const at::Tensor& offsets64) {
+  return OffsetView{offsets64.data_ptr<int64_t>(), offsets64.stride(0),
+                    offsets64.stride(1)};
+}
+
+template <typename T>
+__global__ void shift_forward_nchw(const T* __restrict__ in, T* __restrict__ out,
+                                   const int64_t* __restrict__ src, OffsetView off,
+                                   int64_t Ci, int64_t Co, int64_t H, int64_t W,
+                                   int64_t total) {
+  for (int64_t idx = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; idx < total;
+       idx += (int64_t)blockDim.x * gridDim.x) {
+    const int64_t x = idx % W;
+    const int64_t y = (idx / W) % H;
+    const int64_t c = (idx / (H * W)) % Co;
+    const int64_t n = idx / (H * W * Co);
+    const int64_t s = src[c];
+    CUDA_KERNEL_ASSERT(s >= 0 && s < Ci);
+    const int64_t ys = y - off.dy(c), xs = x - off.dx(c);
+    out[idx] = (ys >= 0 && ys < H && xs >= 0 && xs < W)
+                   ? in[((n * Ci + s) * H + ys) * W + xs]
+                   : T(0);
+  }
+}
+
+template <typename T>
+__global__ void shift_forward_nhwc(const T* __restrict__ in, T* __restrict__ out,
+                                   const int64_t* __restrict__ src, OffsetView off,
+                                   int64_t Ci, int64_t Co, int64_t H, int64_t W,
+                                   int64_t total) {
+  for (int64_t idx = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; idx < total;
+       idx += (int64_t)blockDim.x * gridDim.x) {
+    const int64_t c = idx % Co;
+    const int64_t x = (idx / Co) % W;
+    const int64_t y = (idx / (Co * W)) % H;
+    const int64_t n = idx / (Co * W * H);
+    const int64_t s = src[c];
+    CUDA_KERNEL_ASSERT(s >= 0 && s < Ci);
+    const int64_t ys = y - off.dy(c), xs = x - off.dx(c);
+    out[idx] = (ys >= 0 && ys < H && xs >= 0 && xs < W)
+                   ? in[((n * H + ys) * W + xs) * Ci + s]
+                   : T(0);
+  }
+}
+
+// grad_input[n, ci, y, x] = sum over the output channels c reading ci of
+// grad_output[n, c, y + dy[c], x + dx[c]]; each thread owns one element.
+template <typename T>
+__global__ void shift_backward_nchw(const T* __restrict__ grad_out, T* __restrict__ grad_in,
+                                    const int64_t* __restrict__ perm,
+                                    const int64_t* __restrict__ rowptr, OffsetView off,
+                                    int64_t Ci, int64_t Co, int64_t H, int64_t W,
+                                    int64_t total) {
+  using acc_t = at::opmath_type<T>;
+  for (int64_t idx = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; idx < total;
+       idx += (int64_t)blockDim.x * gridDim.x) {
+    const int64_t x = idx % W;
+    const int64_t y = (idx / W) % H;
+    const int64_t ci = (idx / (H * W)) % Ci;
+    const int64_t n = idx / (H * W * Ci);
+    acc_t acc = 0;
+    for (int64_t k = rowptr[ci]; k < rowptr[ci + 1]; ++k) {
+      const int64_t c = perm[k];
+      const int64_t yo = y + off.dy(c), xo = x + off.dx(c);
+      if (yo >= 0 && yo < H && xo >= 0 && xo < W)
+        acc += static_cast<acc_t>(grad_out[((n * Co + c) * H + yo) * W + xo]);
+    }
+    grad_in[idx] = static_cast<T>(acc);
+  }
+}
+
+template <typename A>
+__device__ A block_sum(A v) {
+  __shared__ A warp_sums[kThreads / 32];
+  for (int delta = 16; delta > 0; delta >>= 1) v += __shfl_down_sync(0xffffffff, v, delta);
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  if (lane == 0) warp_sums[warp] = v;
+  __syncthreads();
+  v = threadIdx.x < kThreads / 32 ? warp_sums[threadIdx.x] : A(0);
+  if (warp == 0)
+    for (int delta = 16; delta > 0; delta >>= 1) v += __shfl_down_sync(0xffffffff, v, delta);
+  return v;
+}
+
+// One block per (listed channel g, candidate k): the sum over n, y, x of
+// grad_output[n, c, y, x] * input[n, src[c], y + i - d, x + j - d].
+template <typename T>
+__global__ void shift_weight_grad(const T* __restrict__ grad_out, const T* __restrict__ in,
+                                  const int64_t* __restrict__ src,
+                                  const int64_t* __restrict__ channels, T* __restrict__ result,
+                                  int64_t N, int64_t Ci, int64_t Co, int64_t H, int64_t W,
+                                  int64_t max_offset) {
+  using acc_t = at::opmath_type<T>;
+  const int64_t K = 2 * max_offset + 1;
+  const int64_t g = blockIdx.x / (K * K);
+  const int64_t k = blockIdx.x % (K * K);
+  const int64_t dy = candidate_shift(k / K, max_offset);
+  const int64_t dx = candidate_shift(k % K, max_offset);
+  const int64_t c = channels[g];
+  CUDA_KERNEL_ASSERT(c >= 0 && c < Co);
+  const int64_t s = src[c];
+  CUDA_KERNEL_ASSERT(s >= 0 && s < Ci);
+  acc_t acc = 0;
+  const int64_t plane = H * W;
+  for (int64_t idx = threadIdx.x; idx < N * plane; idx += blockDim.x) {
+    const int64_t n = idx / plane;
+    const int64_t y = (idx / W) % H;
+    const int64_t x = idx % W;
+    if (source_inside(y, dy, H) && source_inside(x, dx, W))
+      acc += static_cast<acc_t>(grad_out[(n * Co + c) * plane + y * W + x]) *
+             static_cast<acc_t>(in[(n * Ci + s) * plane + (y - dy) * W + (x - dx)]);
+  }
+  acc = block_sum(acc);
+  if (threadIdx.x == 0) result[blockIdx.x] = static_cast<T>(acc);
+}
+
+at::Tensor ghost_shift_cuda(const at::Tensor& input, const at::Tensor& src,
+                            const at::Tensor& offsets) {
+  const int64_t Co = check_forward_args(input, src, offsets);
+  const c10::cuda::CUDAGuard guard(input.device());
+  const int64_t N = input.size(0), Ci = input.size(1);
+  const int64_t H = input.size(2), W = input.size(3);
+  const bool nhwc = use_channels_last(input);
+  const auto fmt = nhwc ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  const auto in = input.contiguous(fmt);
+  const auto src64 = src.to(at::kLong).contiguous();
+  const auto off64 = offsets.to(at::kLong);
+  auto out = at::empty({N, Co, H, W}, input.options().memory_format(fmt));
+  const int64_t total = out.numel();
+  if (total == 0) return out;
+  auto stream = c10::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(),
+                                  "ghost_shift_cuda", [&] {
+    auto kernel = nhwc ? shift_forward_nhwc<scalar_t> : shift_forward_nchw<scalar_t>;
+    kernel<<<blocks_for(total), kThreads, 0, stream>>>(
+        in.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), src64.data_ptr<int64_t>(),
+        offset_view(off64), Ci, Co, H, W, total);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return out;
+}
+
+at::Tensor ghost_shift_backward_cuda(const at::Tensor& grad_output, const at::Tensor& src,
+                                     const at::Tensor& offsets, int64_t in_channels) {
+  check_backward_args(grad_output, src, offsets, in_channels);
+  const c10::cuda::CUDAGuard guard(grad_output.device());
+  const int64_t N = grad_output.size(0), Co = grad_output.size(1);
+  const int64_t H = grad_output.size(2), W = grad_output.size(3);
+  const int64_t Ci = in_channels;
+  const auto go = grad_output.contiguous();
+  const auto inv = inverse_map(src, Ci);
+  const auto off64 = offsets.to(at::kLong);
+  auto grad_input = at::empty({N, Ci, H, W}, grad_output.options());
+  const int64_t total = grad_input.numel();
+  if (total == 0) return grad_input;
+  auto stream = c10::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, go.scalar_type(),
+                                  "ghost_shift_backward_cuda", [&] {
+    shift_backward_nchw<scalar_t><<<blocks_for(total), kThreads, 0, stream>>>(
+        go.data_ptr<scalar_t>(), grad_input.data_ptr<scalar_t>(),
+        inv.perm.data_ptr<int64_t>(), inv.rowptr.data_ptr<int64_t>(), offset_view(off64),
+        Ci, Co, H, W, total);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return grad_input;
+}
+
+at::Tensor ghost_shift_weight_grad_cuda(const at::Tensor& grad_output, const at::Tensor& input,
+                                        const at::Tensor& src, const at::Tensor& channels,
+                                        int64_t max_offset) {
+  check_weight_grad_args(grad_output, input, src, channels, max_offset);
+  const c10::cuda::CUDAGuard guard(input.device());
+  const int64_t N = input.size(0), Ci = input.size(1);
+  const int64_t H = input.size(2), W = input.size(3);
+  const int64_t Co = grad_output.size(1);
+  const int64_t K = 2 * max_offset + 1;
+  const auto go = grad_output.contiguous();
+  const auto in = input.contiguous();
+  const auto src64 = src.to(at::kLong).contiguous();
+  const auto ch64 = channels.to(at::kLong).contiguous();
+  const int64_t G = ch64.numel();
+  auto result = at::empty({G, K, K}, input.options());
+  if (G == 0) return result;
+  auto stream = c10::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.scalar_type(),
+                                  "ghost_shift_weight_grad_cuda", [&] {
+    shift_weight_grad<scalar_t><<<G * K * K, kThreads, 0, stream>>>(
+        go.data_ptr<scalar_t>(), in.data_ptr<scalar_t>(), src64.data_ptr<int64_t>(),
+        ch64.data_ptr<int64_t>(), result.data_ptr<scalar_t>(), N, Ci, Co, H, W, max_offset);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return result;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(ghostsr, CUDA, m) {
+  m.impl("ghost_shift", &ghost_shift_cuda);
+  m.impl("ghost_shift_backward", &ghost_shift_backward_cuda);
+  m.impl("ghost_shift_weight_grad", &ghost_shift_weight_grad_cuda);
+}
+
+}  // namespace ghostsr

@@ -1,0 +1,157 @@
+// Operator schemas of the ghost shift and the argument checks shared by every
+// backend. Kernels: cpu/ghost_shift_cpu.cpp, cuda/ghost_shift_cuda.cu.
+#include "ghost_shift.h"
+
+#include <torch/library.h>
+
+namespace ghostsr {
+
+namespace {
+
+void check_index_tensor(const at::Tensor& t, const char* name,
+                        const at::Tensor& input) {
+  TORCH_CHECK(!at::isFloatingType(t.scalar_type()) &&
+                  !at::isComplexType(t.scalar_type()) &&
+                  t.scalar_type() != at::kBool,
+              "ghost_shift: `", name, "` must be an integer tensor, got ",
+              t.scalar_type());
+  TORCH_CHECK(t.device() == input.device(), "ghost_shift: `", name,
+              "` must be on the same device as `input` (", input.device(),
+              "), got ", t.device());
+}
+
+void check_feature_tensor(const at::Tensor& t, const char* name) {
+  TORCH_CHECK(t.dim() == 4, "ghost_shift: `", name,
+              "` must be a 4-D tensor (N, C, H, W), got ", t.dim(),
+              "-D with shape ", t.sizes());
+  TORCH_CHECK(at::isFloatingType(t.scalar_type()), "ghost_shift: `", name,
+              "` must be a floating point tensor, got ", t.scalar_type());
+}
+
+void check_src(const at::Tensor& input, const at::Tensor& src,
+               int64_t in_channels) {
+  check_index_tensor(src, "src", input);
+  TORCH_CHECK(src.dim() == 1, "ghost_shift: `src` must be 1-D (C_out,), got ",
+              "shape ", src.sizes());
+  // Reading src on a GPU would synchronise every call; there the kernels
+  // assert the range on the device instead.
+  if (src.device().is_cpu() && src.numel() > 0) {
+    const auto lo = src.min().item<int64_t>();
+    const auto hi = src.max().item<int64_t>();
+    TORCH_CHECK(lo >= 0 && hi < in_channels,
+                "ghost_shift: `src` values must lie in [0, ", in_channels,
+                ") (the input channels), got values in [", lo, ", ", hi, "]");
+  }
+}
+
+void check_src_offsets(const at::Tensor& input, const at::Tensor& src,
+                       const at::Tensor& offsets, int64_t in_channels) {
+  check_src(input, src, in_channels);
+  check_index_tensor(offsets, "offsets", input);
+  TORCH_CHECK(offsets.dim() == 2 && offsets.size(1) == 2 &&
+                  offsets.size(0) == src.size(0),
+              "ghost_shift: `offsets` must have shape (C_out, 2) = (",
+              src.size(0), ", 2), got ", offsets.sizes());
+}
+
+}  // namespace
+
+int64_t check_forward_args(const at::Tensor& input, const at::Tensor& src,
+                           const at::Tensor& offsets) {
+  check_feature_tensor(input, "input");
+  check_src_offsets(input, src, offsets, input.size(1));
+  return src.size(0);
+}
+
+void check_backward_args(const at::Tensor& grad_output, const at::Tensor& src,
+                         const at::Tensor& offsets, int64_t in_channels) {
+  check_feature_tensor(grad_output, "grad_output");
+  TORCH_CHECK(in_channels > 0,
+              "ghost_shift_backward: `in_channels` must be positive, got ",
+              in_channels);
+  TORCH_CHECK(grad_output.size(1) == src.size(0),
+              "ghost_shift_backward: `grad_output` must have C_out = ",
+              src.size(0), " channels (len(src)), got ", grad_output.size(1));
+  check_src_offsets(grad_output, src, offsets, in_channels);
+}
+
+void check_weight_grad_args(const at::Tensor& grad_output,
+                            const at::Tensor& input, const at::Tensor& src,
+                            const at::Tensor& channels, int64_t max_offset) {
+  check_feature_tensor(grad_output, "grad_output");
+  check_feature_tensor(input, "input");
+  TORCH_CHECK(max_offset >= 0,
+              "ghost_shift_weight_grad: `max_offset` must be >= 0, got ",
+              max_offset);
+  TORCH_CHECK(grad_output.scalar_type() == input.scalar_type(),
+              "ghost_shift_weight_grad: `grad_output` and `input` must have "
+              "the same dtype, got ",
+              grad_output.scalar_type(), " and ", input.scalar_type());
+  TORCH_CHECK(grad_output.device() == input.device(),
+              "ghost_shift_weight_grad: `grad_output` must be on the device "
+              "of `input` (",
+              input.device(), "), got ", grad_output.device());
+  TORCH_CHECK(grad_output.size(0) == input.size(0) &&
+                  grad_output.size(2) == input.size(2) &&
+                  grad_output.size(3) == input.size(3),
+              "ghost_shift_weight_grad: `grad_output` must match `input` in "
+              "N, H, W; got ",
+              grad_output.sizes(), " and ", input.sizes());
+  TORCH_CHECK(grad_output.size(1) == src.size(0),
+              "ghost_shift_weight_grad: `grad_output` must have C_out = ",
+              src.size(0), " channels (len(src)), got ", grad_output.size(1));
+  check_index_tensor(channels, "channels", input);
+  TORCH_CHECK(channels.dim() == 1,
+              "ghost_shift_weight_grad: `channels` must be 1-D, got shape ",
+              channels.sizes());
+  check_src(input, src, input.size(1));
+  if (channels.device().is_cpu() && channels.numel() > 0) {
+    const auto lo = channels.min().item<int64_t>();
+    const auto hi = channels.max().item<int64_t>();
+    TORCH_CHECK(lo >= 0 && hi < src.size(0),
+                "ghost_shift_weight_grad: `channels` values must lie in [0, ",
+                src.size(0), ") (the output channels), got values in [", lo,
+                ", ", hi, "]");
+  }
+}
+
+bool use_channels_last(const at::Tensor& t) {
+  return !t.is_contiguous() &&
+         t.is_contiguous(at::MemoryFormat::ChannelsLast);
+}
+
+InverseMap inverse_map(const at::Tensor& src, int64_t in_channels) {
+  auto src64 = src.to(at::kLong);
+  auto perm = std::get<1>(
+      at::sort(src64, std::optional<bool>(true), /*dim=*/0, /*descending=*/false));
+  auto counts = at::bincount(src64, {}, in_channels);
+  auto rowptr = at::zeros({in_channels + 1}, src64.options());
+  rowptr.slice(0, 1).copy_(counts.cumsum(0));
+  return {perm.contiguous(), rowptr};
+}
+
+}  // namespace ghostsr
+
+TORCH_LIBRARY(ghostsr, m) {
+  // out[n, c, y, x] = input[n, src[c], y - offsets[c, 0], x - offsets[c, 1]],
+  // zero outside the image.
+  m.def("ghost_shift(Tensor input, Tensor src, Tensor offsets) -> Tensor");
+  // Gradient of ghost_shift to `input`: the inverse shift, accumulated over
+  // the output channels that share a source.
+  m.def(
+      "ghost_shift_backward(Tensor grad_output, Tensor src, Tensor offsets, "
+      "int in_channels) -> Tensor");
+  // For each output channel in `channels` and each candidate (i, j) of the
+  // (2d+1)^2 window: sum over n, y, x of
+  // grad_output[n, c, y, x] * input[n, src[c], y + i - d, x + j - d].
+  m.def(
+      "ghost_shift_weight_grad(Tensor grad_output, Tensor input, Tensor src, "
+      "Tensor channels, int max_offset) -> Tensor");
+}
+
+// Importing the extension from Python registers the operators above; this
+// module has no Python functions of its own.
+#include <Python.h>
+static struct PyModuleDef ghostsr_ext_module = {PyModuleDef_HEAD_INIT, "_ext",
+                                                nullptr, -1, nullptr};
+PyMODINIT_FUNC PyInit__ext(void) { return PyModule_Create(&ghostsr_ext_module); }

@@ -1,0 +1,37 @@
+// Declarations shared by the binding, the CPU and the CUDA implementations.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <vector>
+
+namespace ghostsr {
+
+// Validates the arguments of ghost_shift and returns the number of output
+// channels. Every message names the argument and what was expected.
+int64_t check_forward_args(const at::Tensor& input, const at::Tensor& src,
+                           const at::Tensor& offsets);
+
+// Validates the arguments of ghost_shift_backward.
+void check_backward_args(const at::Tensor& grad_output, const at::Tensor& src,
+                         const at::Tensor& offsets, int64_t in_channels);
+
+// Validates the arguments of ghost_shift_weight_grad.
+void check_weight_grad_args(const at::Tensor& grad_output,
+                            const at::Tensor& input, const at::Tensor& src,
+                            const at::Tensor& channels, int64_t max_offset);
+
+// True when the kernels should walk `t` in channels-last (NHWC) order: it is
+// channels-last contiguous and not also plain contiguous.
+bool use_channels_last(const at::Tensor& t);
+
+// For every intrinsic channel, the output channels that read it, as a CSR
+// map: the output channels are perm[rowptr[ci] : rowptr[ci + 1]]. Built with
+// ATen ops on src's device.
+struct InverseMap {
+  at::Tensor perm;    // int64 [Co]
+  at::Tensor rowptr;  // int64 [Ci + 1]
+};
+InverseMap inverse_map(const at::Tensor& src, int64_t in_channels);
+
+}  // namespace ghostsr

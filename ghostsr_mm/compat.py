@@ -1,0 +1,138 @@
+"""Every fix that MMagic 1.2.0 needs on today's PyTorch / mmcv stack.
+
+Each fix applies only when its problem is present and says which error it
+prevents. :func:`apply` runs when ``ghostsr_mm`` is imported, before any
+MMagic model module is, so configs that list ``ghostsr_mm`` in
+``custom_imports`` get them too.
+"""
+import importlib.machinery
+import importlib.util
+import sys
+import types
+from typing import Callable, List
+
+import numpy as np
+import torch
+
+__all__ = [
+    'apply', 'mmcv_has_compiled_ops', 'install_mmcv_ext_placeholder',
+    'checkpoint_safe_globals', 'allow_mmengine_checkpoints'
+]
+
+# ---------------------------------------------------------------------------
+# 1. mmcv-lite has no compiled ops.
+#
+# `import mmagic.models` imports every editor; several (BasicVSR++, EDVR,
+# TDAN, StyleGAN, ...) run `from mmcv.ops import ...` at module level, which
+# fails with `ModuleNotFoundError: No module named 'mmcv._ext'` under
+# mmcv-lite even though the SR path never calls those kernels. A placeholder
+# `mmcv._ext` lets the imports succeed; calling any of its kernels raises a
+# RuntimeError that says what to install. With a full mmcv (which has a real
+# `mmcv._ext`) nothing is installed.
+# ---------------------------------------------------------------------------
+
+
+class MMCVOpsUnavailableError(RuntimeError):
+    """Raised when an mmcv kernel is called under mmcv-lite."""
+
+
+def mmcv_has_compiled_ops() -> bool:
+    """Whether the installed mmcv ships its compiled ops (``mmcv._ext``)."""
+    if isinstance(sys.modules.get('mmcv._ext'), _MMCVExtPlaceholder):
+        return False
+    try:
+        return importlib.util.find_spec('mmcv._ext') is not None
+    except ModuleNotFoundError:  # no mmcv at all
+        return False
+
+
+class _MMCVExtPlaceholder(types.ModuleType):
+    """Stands in for ``mmcv._ext``: every kernel raises when called."""
+
+    def __getattr__(self, name: str) -> Callable:
+        if name.startswith('__'):
+            raise AttributeError(name)
+
+        def unavailable(*args, **kwargs):
+            raise MMCVOpsUnavailableError(
+                f'mmcv op `{name}` is not available: the installed mmcv '
+                '(mmcv-lite) has no compiled ops. Install a full mmcv==2.1.0 '
+                'built with ops to use it (see README, "Full mmcv").')
+
+        unavailable.__name__ = name
+        return unavailable
+
+
+def install_mmcv_ext_placeholder() -> bool:
+    """Install the placeholder when mmcv has no compiled ops.
+
+    Returns:
+        bool: Whether the placeholder is (now) in place.
+    """
+    if mmcv_has_compiled_ops():
+        return False
+    if 'mmcv._ext' not in sys.modules:
+        placeholder = _MMCVExtPlaceholder('mmcv._ext')
+        # A spec, so that tools walking sys.modules (pkgutil) accept it.
+        placeholder.__spec__ = importlib.machinery.ModuleSpec(
+            'mmcv._ext', loader=None)
+        sys.modules['mmcv._ext'] = placeholder
+    return True
+
+
+# ---------------------------------------------------------------------------
+# 2. torch >= 2.6 loads checkpoints with `weights_only=True`.
+#
+# mmengine 0.10.7 calls plain `torch.load`, so `Runner(load_from=...)`,
+# `--resume` and `load_checkpoint` fail with `Weights only load failed ...
+# Unsupported global: mmengine.logging.history_buffer.HistoryBuffer`. Rather
+# than turning the safety off, the few classes an mmengine checkpoint holds
+# (its message hub's HistoryBuffer and the numpy scalars/arrays inside) are
+# added to torch's allowlist. Loading stays `weights_only=True`.
+# ---------------------------------------------------------------------------
+
+
+def checkpoint_safe_globals() -> List:
+    """The classes and functions an mmengine training checkpoint pickles."""
+    from mmengine.logging.history_buffer import HistoryBuffer
+    try:  # numpy >= 2 renamed numpy.core to numpy._core
+        from numpy._core.multiarray import _reconstruct, scalar
+    except ImportError:
+        from numpy.core.multiarray import _reconstruct, scalar
+    dtype_classes = [
+        type(np.dtype(t)) for t in (np.float16, np.float32, np.float64,
+                                    np.int8, np.int16, np.int32, np.int64,
+                                    np.uint8, np.bool_)
+    ]
+    # numpy pickles its dtype classes as getattr(numpy.dtypes, name). The
+    # weights-only unpickler still refuses to call whatever getattr returns
+    # unless that is allowlisted too.
+    return [HistoryBuffer, _reconstruct, scalar, np.ndarray, np.dtype,
+            getattr] + dtype_classes
+
+
+def _weights_only_is_default() -> bool:
+    import inspect
+    default = inspect.signature(torch.load).parameters['weights_only'].default
+    return default is None or default is True
+
+
+def allow_mmengine_checkpoints() -> bool:
+    """Allowlist mmengine's checkpoint classes for ``weights_only`` loads.
+
+    Returns:
+        bool: Whether the allowlist was extended (only where torch loads with
+        ``weights_only=True`` by default and has ``add_safe_globals``).
+    """
+    if not hasattr(torch.serialization, 'add_safe_globals'):
+        return False
+    if not _weights_only_is_default():
+        return False
+    torch.serialization.add_safe_globals(checkpoint_safe_globals())
+    return True
+
+
+def apply() -> None:
+    """Apply every fix whose problem is present."""
+    install_mmcv_ext_placeholder()
+    allow_mmengine_checkpoints()

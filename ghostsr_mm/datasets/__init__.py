@@ -1,0 +1,6 @@
+from .prepare import (bicubic_downscale, check_sr_data_root, mod_crop,
+                      write_sr_pairs)
+
+__all__ = [
+    'bicubic_downscale', 'check_sr_data_root', 'mod_crop', 'write_sr_pairs'
+]

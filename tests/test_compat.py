@@ -1,0 +1,87 @@
+"""Each fix in ghostsr_mm.compat, shown to remove the error it prevents."""
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+from ghostsr_mm import compat
+
+
+def run_python(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, '-c', textwrap.dedent(code)],
+                          capture_output=True,
+                          text=True)
+
+
+@pytest.mark.skipif(compat.mmcv_has_compiled_ops(),
+                    reason='a full mmcv with compiled ops is installed')
+def test_mmagic_models_import_fails_without_placeholder():
+    out = run_python('import mmagic.models')
+    assert out.returncode != 0
+    assert "No module named 'mmcv._ext'" in out.stderr
+
+
+@pytest.mark.skipif(compat.mmcv_has_compiled_ops(),
+                    reason='a full mmcv with compiled ops is installed')
+def test_placeholder_lets_mmagic_import_and_kernels_raise_clearly():
+    out = run_python("""
+        import ghostsr_mm, mmagic.models
+        from mmcv.ops import ModulatedDeformConv2dPack
+        import torch
+        conv = ModulatedDeformConv2dPack(4, 4, 3, padding=1)
+        try:
+            conv(torch.zeros(1, 4, 5, 5))
+        except RuntimeError as err:
+            print(type(err).__name__, err)
+    """)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith('MMCVOpsUnavailableError')
+    assert 'modulated_deform_conv_forward' in out.stdout
+    assert 'mmcv-lite' in out.stdout
+
+
+def test_placeholder_is_not_installed_over_real_ops(monkeypatch):
+    monkeypatch.setattr(compat, 'mmcv_has_compiled_ops', lambda: True)
+    monkeypatch.delitem(sys.modules, 'mmcv._ext', raising=False)
+    assert compat.install_mmcv_ext_placeholder() is False
+    assert 'mmcv._ext' not in sys.modules
+
+
+def _mmengine_like_checkpoint(path):
+    from mmengine.logging import HistoryBuffer
+    buf = HistoryBuffer()
+    buf.update(np.float64(0.5))
+    torch.save(
+        dict(
+            meta=dict(iter=np.int64(3), arr=np.arange(3), buf=buf),
+            state_dict=dict(w=torch.ones(2))), path)
+
+
+def test_mmengine_checkpoint_needs_the_allowlist(tmp_path):
+    path = tmp_path / 'ckpt.pth'
+    _mmengine_like_checkpoint(path)
+    # Without the allowlist (a fresh interpreter, no ghostsr_mm import).
+    out = run_python(f"""
+        import torch, mmengine.logging
+        torch.load({str(path)!r}, weights_only=True)
+    """)
+    assert out.returncode != 0
+    assert 'Weights only load failed' in out.stderr
+    assert 'Unsupported global' in out.stderr
+
+
+def test_mmengine_checkpoint_loads_with_weights_only(tmp_path):
+    path = tmp_path / 'ckpt.pth'
+    _mmengine_like_checkpoint(path)
+    assert compat.allow_mmengine_checkpoints() is True
+    ckpt = torch.load(path, weights_only=True)
+    assert ckpt['meta']['iter'] == 3
+    np.testing.assert_array_equal(ckpt['meta']['arr'], [0, 1, 2])
+    assert ckpt['meta']['buf'].mean() == 0.5
+    # Arbitrary code is still refused.
+    torch.save(dict(f=subprocess.Popen), tmp_path / 'evil.pth')
+    with pytest.raises(Exception, match='Weights only load failed'):
+        torch.load(tmp_path / 'evil.pth', weights_only=True)
