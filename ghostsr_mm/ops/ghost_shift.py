@@ -179,8 +179,10 @@ if HAS_EXT:
                    memory_format=torch.channels_last)) else
                torch.contiguous_format)
         n, _, h, w = input.shape
-        return input.new_empty((n, src.shape[0], h, w),
-                               memory_format=fmt)
+        return torch.empty((n, src.shape[0], h, w),
+                           dtype=input.dtype,
+                           device=input.device,
+                           memory_format=fmt)
 
     @torch.library.register_fake('ghostsr::ghost_shift_backward')
     def _ghost_shift_backward_fake(grad_output, src, offsets, in_channels):
@@ -208,6 +210,22 @@ if HAS_EXT:
         'ghostsr::ghost_shift',
         _ghost_shift_backward,
         setup_context=_ghost_shift_setup)
+
+    # The backward is linear too; its adjoint is the forward shift, which
+    # makes double backward work.
+    def _backward_setup(ctx, inputs, output):
+        _, src, offsets, _ = inputs
+        ctx.save_for_backward(src, offsets)
+
+    def _backward_backward(ctx, grad):
+        src, offsets = ctx.saved_tensors
+        return torch.ops.ghostsr.ghost_shift(grad, src, offsets), None, None, \
+            None
+
+    torch.library.register_autograd(
+        'ghostsr::ghost_shift_backward',
+        _backward_backward,
+        setup_context=_backward_setup)
 
 
 def ghost_shift(input: Tensor, src: Tensor, offsets: Tensor) -> Tensor:

@@ -1,0 +1,376 @@
+"""The compiled ghost shift against its pure-PyTorch reference and against
+hand-derived values; gradients against float64 gradcheck and depthwise
+conv2d; dispatcher registration (opcheck, fake tensors, torch.compile)."""
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from conftest import requires_cuda
+import importlib
+from ghostsr_mm.ops import (HAS_EXT, candidate_offsets, ghost_shift,
+                            ghost_shift_backward_reference,
+                            ghost_shift_reference,
+                            ghost_shift_weight_grad_reference,
+                            learnable_ghost_shift)
+
+shift_mod = importlib.import_module('ghostsr_mm.ops.ghost_shift')
+
+pytestmark = pytest.mark.skipif(
+    not HAS_EXT, reason='ghostsr_mm._ext is not built')
+
+ops = torch.ops.ghostsr
+TOL = {
+    torch.float64: dict(atol=1e-12, rtol=1e-12),
+    torch.float32: dict(atol=1e-5, rtol=1e-5),
+    torch.float16: dict(atol=1e-2, rtol=1e-2),
+    torch.bfloat16: dict(atol=5e-2, rtol=5e-2),
+}
+
+
+def sample(n=2, ci=4, h=5, w=6, dtype=torch.float32, device='cpu'):
+    x = torch.randn(n, ci, h, w, dtype=torch.float64).to(device, dtype)
+    src = torch.tensor([0, 1, 2, 3, 0, 1, 1, 3], device=device)
+    offsets = torch.tensor(
+        [[0, 0], [0, 0], [0, 0], [0, 0], [1, -1], [-2, 3], [7, 0], [0, -1]],
+        device=device)
+    return x, src, offsets
+
+
+def layouts(x):
+    yield 'contiguous', x
+    yield 'channels_last', x.contiguous(memory_format=torch.channels_last)
+    # Non-contiguous in both layouts: a transposed view.
+    yield 'transposed', x.transpose(2, 3).contiguous().transpose(2, 3)
+
+
+def test_hand_derived_values():
+    x = torch.arange(12.).view(1, 1, 3, 4)
+    src = torch.tensor([0, 0, 0])
+    offsets = torch.tensor([[0, 0], [1, 0], [0, -2]])
+    out = ghost_shift(x, src, offsets)
+    torch.testing.assert_close(out[0, 0], x[0, 0])
+    torch.testing.assert_close(
+        out[0, 1],
+        torch.tensor([[0., 0, 0, 0], [0, 1, 2, 3], [4, 5, 6, 7]]))
+    torch.testing.assert_close(
+        out[0, 2],
+        torch.tensor([[2., 3, 0, 0], [6, 7, 0, 0], [10, 11, 0, 0]]))
+    # Input gradient: sources shared by three outputs accumulate; row 2
+    # is not read by the dy=1 channel, columns 0-1 not by the dx=-2 one.
+    grad = ops.ghost_shift_backward(torch.ones_like(out), src, offsets, 1)
+    torch.testing.assert_close(
+        grad[0, 0],
+        torch.tensor([[2., 2, 3, 3], [2, 2, 3, 3], [1, 1, 2, 2]]))
+
+
+@pytest.mark.parametrize('dtype', list(TOL))
+def test_forward_matches_reference(dtype):
+    x, src, offsets = sample(dtype=dtype)
+    expected = ghost_shift_reference(x.contiguous(), src, offsets)
+    for name, xi in layouts(x):
+        out = ghost_shift(xi, src, offsets)
+        assert out.dtype == dtype, name
+        # A move: bit-identical in every dtype.
+        assert torch.equal(out, expected), name
+
+
+def test_channels_last_in_channels_last_out():
+    x, src, offsets = sample()
+    out = ghost_shift(
+        x.contiguous(memory_format=torch.channels_last), src, offsets)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_expanded_per_layer_offsets_need_no_copy():
+    x, src, _ = sample()
+    per_layer = torch.tensor([[1, -1]]).expand(src.numel(), 2)
+    assert per_layer.stride() == (0, 1)
+    torch.testing.assert_close(
+        ghost_shift(x, src, per_layer),
+        ghost_shift_reference(x, src, per_layer.contiguous()))
+
+
+@pytest.mark.parametrize('dtype', list(TOL))
+def test_backward_matches_reference(dtype):
+    x, src, offsets = sample(dtype=dtype)
+    grad = torch.randn(2, 8, 5, 6, dtype=torch.float64).to(dtype)
+    expected = ghost_shift_backward_reference(grad.double(), src, offsets,
+                                              4)
+    for name, gi in layouts(grad):
+        out = ops.ghost_shift_backward(gi, src, offsets, 4)
+        torch.testing.assert_close(out.double(), expected, **TOL[dtype])
+
+
+@pytest.mark.parametrize('dtype', list(TOL))
+def test_weight_grad_matches_conv2d_weight(dtype):
+    x, src, _ = sample(dtype=dtype)
+    grad = torch.randn(2, 8, 5, 6, dtype=torch.float64).to(dtype)
+    channels = torch.tensor([4, 5, 6, 7])
+    for d in (0, 1, 2):
+        expected = ghost_shift_weight_grad_reference(grad.double(),
+                                                     x.double(), src,
+                                                     channels, d)
+        out = ops.ghost_shift_weight_grad(grad, x, src, channels, d)
+        assert out.shape == (4, 2 * d + 1, 2 * d + 1)
+        tol = TOL[dtype]
+        scale = expected.abs().max().item()
+        torch.testing.assert_close(
+            out.double(), expected, atol=tol['atol'] * scale * 10,
+            rtol=tol['rtol'])
+
+
+def test_gradcheck_input_float64():
+    x, src, offsets = sample(dtype=torch.float64)
+    x.requires_grad_()
+    assert torch.autograd.gradcheck(lambda t: ghost_shift(t, src, offsets),
+                                    (x, ))
+    assert torch.autograd.gradgradcheck(
+        lambda t: ghost_shift(t, src, offsets), (x, ))
+
+
+class _WindowShift(torch.autograd.Function):
+    """sum_k W[c, k] * shift_k(x)[c] for the listed channels: linear in W,
+    its forward built from the forward op, its backward from the compiled
+    weight-gradient kernel, so gradcheck compares that kernel with a
+    numerical Jacobian."""
+
+    @staticmethod
+    def forward(ctx, weight, x, src, channels, d):
+        ctx.save_for_backward(x, src, channels)
+        ctx.d = d
+        k = 2 * d + 1
+        out = 0
+        for idx in range(k * k):
+            off = candidate_offsets(torch.tensor(idx), d).expand(
+                src.numel(), 2)
+            shifted = ghost_shift(x, src, off)[:, channels]
+            out = out + weight[:, idx // k, idx % k][None, :, None,
+                                                     None] * shifted
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, src, channels = ctx.saved_tensors
+        full = grad.new_zeros(grad.shape[0], src.numel(), *grad.shape[2:])
+        full[:, channels] = grad
+        return ops.ghost_shift_weight_grad(full, x, src, channels,
+                                           ctx.d), None, None, None, None
+
+
+@pytest.mark.parametrize('d', [1, 2])
+def test_gradcheck_weight_grad_float64(d):
+    x, src, _ = sample(dtype=torch.float64)
+    channels = torch.tensor([4, 6, 7])
+    k = 2 * d + 1
+    weight = torch.randn(3, k, k, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda w: _WindowShift.apply(w, x, src, channels, d), (weight, ))
+
+
+def one_hot_ste(logits):
+    """Straight-through one-hot of per-row argmax (Eq. 5-6)."""
+    soft = logits.flatten(1).softmax(1)
+    hard = F.one_hot(soft.argmax(1), soft.shape[1]).to(soft)
+    return (hard - soft.detach() + soft).view_as(logits)
+
+
+@pytest.mark.parametrize('shared', [False, True])
+@pytest.mark.parametrize('max_offset', [1, 2])
+def test_learnable_shift_gradients_equal_depthwise_conv(shared, max_offset):
+    """Forward and both gradients of the learnable shift equal those of a
+    depthwise correlation with the one-hot kernel (GhostSR Eq. 1)."""
+    x, src, _ = sample(dtype=torch.float64)
+    channels = torch.tensor([4, 5, 6, 7])
+    k = 2 * max_offset + 1
+    logits = torch.randn(1 if shared else 4, k, k, dtype=torch.float64)
+    x1 = x.clone().requires_grad_()
+    l1 = logits.clone().requires_grad_()
+    out = learnable_ghost_shift(x1, src, channels, one_hot_ste(l1))
+    x2 = x.clone().requires_grad_()
+    l2 = logits.clone().requires_grad_()
+    kernel = one_hot_ste(l2).expand(4, k, k)[:, None]
+    ghosts = F.conv2d(
+        x2[:, src[channels]], kernel, padding=max_offset, groups=4)
+    ref = x2[:, src].clone()
+    ref[:, channels] = ghosts
+    torch.testing.assert_close(out, ref)
+    g = torch.randn_like(out)
+    out.backward(g)
+    ref.backward(g)
+    torch.testing.assert_close(x1.grad, x2.grad)
+    torch.testing.assert_close(l1.grad, l2.grad)
+
+
+def test_candidate_offsets_follow_eq1():
+    # Candidate (i, j) reads input[y + i - d, x + j - d].
+    idx = torch.arange(9)
+    off = candidate_offsets(idx, 1)
+    assert off[0].tolist() == [1, 1]  # reads (y-1, x-1): content moves +1
+    assert off[4].tolist() == [0, 0]  # centre
+    assert off[5].tolist() == [0, -1]  # reads (y, x+1)
+
+
+def test_opcheck():
+    x, src, offsets = sample()
+    grad = torch.randn(2, 8, 5, 6)
+    channels = torch.tensor([4, 5])
+    xr = x.clone().requires_grad_()
+    torch.library.opcheck(ops.ghost_shift.default, (xr, src, offsets))
+    torch.library.opcheck(
+        ops.ghost_shift.default,
+        (x.contiguous(memory_format=torch.channels_last), src, offsets))
+    torch.library.opcheck(ops.ghost_shift_backward.default,
+                          (grad, src, offsets, 4))
+    torch.library.opcheck(ops.ghost_shift_weight_grad.default,
+                          (grad, x, src, channels, 1))
+    weight = one_hot_ste(torch.randn(2, 3, 3)).detach().requires_grad_()
+    torch.library.opcheck(ops.learnable_ghost_shift.default,
+                          (xr, src, channels, weight))
+
+
+def test_torch_compile_matches_eager():
+    x, src, offsets = sample()
+    fn = torch.compile(
+        lambda t: ghost_shift(t * 2, src, offsets).relu(),
+        backend='aot_eager',
+        fullgraph=True)
+    xr = x.clone().requires_grad_()
+    out = fn(xr)
+    out.sum().backward()
+    xe = x.clone().requires_grad_()
+    ref = ghost_shift(xe * 2, src, offsets).relu()
+    ref.sum().backward()
+    torch.testing.assert_close(out, ref)
+    torch.testing.assert_close(xr.grad, xe.grad)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    n=st.integers(1, 3),
+    ci=st.integers(1, 5),
+    co=st.integers(1, 9),
+    h=st.integers(1, 9),
+    w=st.integers(1, 9),
+    max_shift=st.integers(0, 12),
+    seed=st.integers(0, 2**31 - 1),
+    transposed=st.booleans())
+def test_fuzz_against_reference(n, ci, co, h, w, max_shift, seed,
+                                transposed):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, ci, h, w, generator=gen)
+    if transposed:
+        x = x.transpose(2, 3).contiguous().transpose(2, 3)
+    src = torch.randint(0, ci, (co, ), generator=gen)  # repeats likely
+    offsets = torch.randint(-max_shift, max_shift + 1, (co, 2), generator=gen)
+    out = ghost_shift(x, src, offsets)
+    assert torch.equal(out, ghost_shift_reference(x, src, offsets))
+    grad = torch.randn(n, co, h, w, generator=gen)
+    torch.testing.assert_close(
+        ops.ghost_shift_backward(grad, src, offsets, ci),
+        ghost_shift_backward_reference(grad, src, offsets, ci))
+    channels = torch.arange(co)
+    d = min(max_shift, 2)
+    torch.testing.assert_close(
+        ops.ghost_shift_weight_grad(grad, x, src, channels, d),
+        ghost_shift_weight_grad_reference(grad, x, src, channels, d),
+        atol=1e-4,
+        rtol=1e-4)
+    for dtype in (torch.float16, torch.bfloat16):
+        low = ghost_shift(x.to(dtype), src, offsets)
+        torch.testing.assert_close(low.float(), out, **TOL[dtype])
+
+
+BAD_INPUTS = [
+    (lambda x, s, o: (x[0], s, o), 'input.*4-D'),
+    (lambda x, s, o: (x.long(), s, o), 'input.*floating point'),
+    (lambda x, s, o: (x, s.float(), o), 'src.*integer'),
+    (lambda x, s, o: (x, s[None], o), 'src.*1-D'),
+    (lambda x, s, o: (x, s + 4, o), r'src.*\[0, 4\)'),
+    (lambda x, s, o: (x, s, o[:3]), r'offsets.*\(C_out, 2\)'),
+    (lambda x, s, o: (x, s, o.float()), 'offsets.*integer'),
+]
+
+
+@pytest.mark.parametrize('make, message', BAD_INPUTS)
+def test_bad_input_compiled(make, message):
+    x, src, offsets = sample()
+    with pytest.raises(RuntimeError, match=message):
+        ops.ghost_shift(*make(x, src, offsets))
+
+
+@pytest.mark.parametrize('make, message', BAD_INPUTS)
+def test_bad_input_reference(make, message):
+    x, src, offsets = sample()
+    with pytest.raises(ValueError, match=message):
+        ghost_shift_reference(*make(x, src, offsets))
+
+
+def test_fallback_warns_once(monkeypatch):
+    monkeypatch.setattr(shift_mod, 'HAS_EXT', False)
+    monkeypatch.setattr(shift_mod, '_warned', False)
+    x, src, offsets = sample()
+    with pytest.warns(RuntimeWarning, match='not built'):
+        out = shift_mod.ghost_shift(x, src, offsets)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        shift_mod.ghost_shift(x, src, offsets)  # no second warning
+    assert torch.equal(out, ghost_shift_reference(x, src, offsets))
+
+
+# --------------------------------------------------------------------------
+# CUDA: the same checks on the GPU kernels.
+# --------------------------------------------------------------------------
+@requires_cuda
+@pytest.mark.parametrize('dtype', list(TOL))
+def test_cuda_forward_backward_weight_grad(dtype):
+    x, src, offsets = sample(n=3, ci=4, h=17, w=33, dtype=dtype)
+    grad = torch.randn(3, 8, 17, 33, dtype=torch.float64).to(dtype)
+    channels = torch.tensor([4, 5, 6, 7])
+    for name, xi in layouts(x):
+        out = ghost_shift(xi.cuda(), src.cuda(), offsets.cuda())
+        assert torch.equal(out.cpu(), ghost_shift(xi, src, offsets)), name
+    torch.testing.assert_close(
+        ops.ghost_shift_backward(grad.cuda(), src.cuda(), offsets.cuda(),
+                                 4).cpu().double(),
+        ghost_shift_backward_reference(grad.double(), src, offsets, 4),
+        **TOL[dtype])
+    ref = ghost_shift_weight_grad_reference(grad.double(), x.double(), src,
+                                            channels, 1)
+    out = ops.ghost_shift_weight_grad(grad.cuda(), x.cuda(), src.cuda(),
+                                      channels.cuda(), 1)
+    scale = ref.abs().max().item()
+    torch.testing.assert_close(
+        out.cpu().double(), ref, atol=TOL[dtype]['atol'] * scale * 10,
+        rtol=TOL[dtype]['rtol'])
+
+
+@requires_cuda
+def test_cuda_gradcheck_and_opcheck():
+    x, src, offsets = sample(dtype=torch.float64, device='cuda')
+    x.requires_grad_()
+    assert torch.autograd.gradcheck(lambda t: ghost_shift(t, src, offsets),
+                                    (x, ))
+    torch.library.opcheck(ops.ghost_shift.default, (x, src, offsets))
+
+
+@requires_cuda
+def test_cuda_mixed_devices_raise():
+    x, src, offsets = sample()
+    with pytest.raises(RuntimeError, match='src.*same device'):
+        ops.ghost_shift(x.cuda(), src, offsets.cuda())
+
+
+@requires_cuda
+def test_cuda_autocast():
+    x, src, offsets = sample(device='cuda')
+    conv = torch.nn.Conv2d(4, 4, 3, padding=1).cuda()
+    with torch.autocast('cuda', dtype=torch.float16):
+        out = ghost_shift(conv(x), src, offsets)
+    assert out.dtype == torch.float16
+    torch.testing.assert_close(
+        out.float(), ghost_shift(conv(x), src, offsets), atol=1e-2,
+        rtol=1e-2)
