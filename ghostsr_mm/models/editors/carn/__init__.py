@@ -1,0 +1,3 @@
+from .carn_net import CARNNet, GhostCARNNet
+
+__all__ = ['CARNNet', 'GhostCARNNet']

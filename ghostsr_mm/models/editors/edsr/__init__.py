@@ -1,0 +1,3 @@
+from .ghost_edsr_net import GhostEDSRNet
+
+__all__ = ['GhostEDSRNet']

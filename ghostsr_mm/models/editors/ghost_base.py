@@ -1,0 +1,48 @@
+"""What every ghost backbone shares: its ghost arguments and model-level
+helpers (inference graph, Gumbel state)."""
+from typing import Dict, Iterator, Tuple
+
+import torch.nn as nn
+
+from ghostsr_mm.models.layers import (GhostConv2d, convert_to_inference,
+                                      ghost_layers)
+
+
+def ghost_cfg(ratio: float = 0.5,
+              max_offset: int = 1,
+              shift_mode: str = 'learnable',
+              per_channel_shift: bool = False,
+              gumbel_decay: float = 0.97,
+              tau: float = 1.0) -> Dict:
+    """The GhostConv2d arguments of a ghost backbone (paper defaults:
+    λ = 0.5, d = 1, a = 0.97, τ = 1)."""
+    return dict(
+        ratio=ratio,
+        max_offset=max_offset,
+        shift_mode=shift_mode,
+        per_channel_shift=per_channel_shift,
+        gumbel_decay=gumbel_decay,
+        tau=tau)
+
+
+class GhostModelMixin:
+    """Model-level helpers of ghost backbones."""
+
+    def ghost_layers(self: nn.Module) -> Iterator[Tuple[str, GhostConv2d]]:
+        """(name, layer) of each distinct GhostConv2d, in network order."""
+        return ghost_layers(self)
+
+    def convert_to_inference(self: nn.Module,
+                             inplace: bool = False) -> nn.Module:
+        """The inference graph: learnable shifts fixed to argmax W', no
+        Gumbel parameters, same eval outputs."""
+        return convert_to_inference(self, inplace=inplace)
+
+    def set_gumbel_state(self: nn.Module, epoch: int = None,
+                         tau: float = None) -> None:
+        """Set t (Eq. 3) and τ (Eq. 4) of every ghost layer."""
+        for _, layer in ghost_layers(self):
+            if epoch is not None:
+                layer.gumbel_epoch = epoch
+            if tau is not None:
+                layer.tau = tau

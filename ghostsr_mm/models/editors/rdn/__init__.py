@@ -1,0 +1,3 @@
+from .ghost_rdn_net import GhostRDNNet
+
+__all__ = ['GhostRDNNet']

@@ -1,0 +1,7 @@
+from .ghost_conv import (SHIFT_MODES, GhostConv2d, by_order_mapping,
+                         convert_to_inference, ghost_layers, ghostify)
+
+__all__ = [
+    'SHIFT_MODES', 'GhostConv2d', 'by_order_mapping', 'convert_to_inference',
+    'ghost_layers', 'ghostify'
+]

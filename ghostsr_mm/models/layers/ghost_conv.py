@@ -1,0 +1,344 @@
+"""GhostConv2d: the GhostSR module (Nie et al., Sec. 3.1, Eq. 1-6).
+
+A regular convolution makes ceil((1 - λ) · C_out) intrinsic features; the
+other λ · C_out output channels (ghost features) are intrinsic features moved
+by a whole-pixel shift (:mod:`ghostsr_mm.ops`), written straight into their
+output places, at no FLOPs.
+
+The learnable shift (Eq. 3-6) follows the paper, not the authors' released
+code: a proxy weight W' over the (2d+1)x(2d+1) window, exponentially decayed
+Gumbel noise N = -log(-log U) · a^(t-1) with t the training epoch, the
+relaxation S = softmax((W' + N) / τ), the one-hot W at argmax S in the
+forward pass and the softmax's derivative in the backward pass
+(straight-through: ``W - S.detach() + S``). The released code instead takes
+a Gumbel-max of |W' + N| with an identity straight-through estimator and never
+decays the noise.
+"""
+import copy
+import math
+from typing import Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from ghostsr_mm.ops import candidate_offsets, ghost_shift, learnable_ghost_shift
+
+SHIFT_MODES = ('learnable', 'fixed', 'copy', 'dw')
+_IntPair = Union[int, Tuple[int, int]]
+
+
+class GhostConv2d(nn.Module):
+    """A drop-in for ``nn.Conv2d`` whose ghost channels are shifted copies.
+
+    Args:
+        in_channels (int): Input channels.
+        out_channels (int): Output channels C_out (intrinsic + ghost).
+        kernel_size (int | tuple[int]): Kernel size of the intrinsic conv.
+        stride, padding, dilation, groups, bias, padding_mode: As for
+            ``nn.Conv2d``; ``groups`` must divide the intrinsic channels.
+        ratio (float): λ, the share of ghost channels, in (0, 1).
+            Default: 0.5.
+        max_offset (int): d, the largest shift in pixels (learnable mode:
+            the window is (2d+1)x(2d+1)). Default: 1.
+        shift_mode (str): 'learnable' (the paper), 'fixed' (given offsets:
+            the inference graph), 'copy' (offset 0: Table 3's "no learnable
+            shift"), or 'dw' (a 3x3 depthwise conv as the cheap operation:
+            Ghost-DW of Table 2). Default: 'learnable'.
+        per_channel_shift (bool): Learn one shift per ghost channel instead
+            of one per layer (the paper). Default: False.
+        gumbel_decay (float): a of Eq. 3. Default: 0.97.
+        tau (float): τ of Eq. 4. Default: 1.0.
+        name (str, optional): Layer name used in error messages.
+
+    Shapes:
+        input (N, C_in, H, W) -> output (N, C_out, H', W').
+
+    Channel mapping: buffer ``src`` (C_out,) names the intrinsic channel of
+    every output channel and ``ghost_channels`` (G,) the output channels that
+    are ghosts. By default (training from scratch) the mapping is by order
+    (:func:`by_order_mapping`): intrinsic channel i sits at output i and
+    ghost j (output m + j) is a shift of intrinsic j mod m, within each
+    group for grouped convs; :meth:`set_mapping` installs a clustering map in
+    which every output keeps its pre-trained position.
+    """
+
+    def __init__(self,
+                 in_channels: int,
+                 out_channels: int,
+                 kernel_size: _IntPair,
+                 stride: _IntPair = 1,
+                 padding: Union[str, _IntPair] = 0,
+                 dilation: _IntPair = 1,
+                 groups: int = 1,
+                 bias: bool = True,
+                 padding_mode: str = 'zeros',
+                 ratio: float = 0.5,
+                 max_offset: int = 1,
+                 shift_mode: str = 'learnable',
+                 per_channel_shift: bool = False,
+                 gumbel_decay: float = 0.97,
+                 tau: float = 1.0,
+                 name: Optional[str] = None,
+                 device=None,
+                 dtype=None) -> None:
+        super().__init__()
+        where = f'GhostConv2d {name!r}' if name else 'GhostConv2d'
+        if not 0 < ratio < 1:
+            raise ValueError(f'{where}: `ratio` (λ) must lie in (0, 1), got '
+                             f'{ratio}')
+        if shift_mode not in SHIFT_MODES:
+            raise ValueError(f'{where}: unknown `shift_mode` {shift_mode!r}; '
+                             f'expected one of {SHIFT_MODES}')
+        if not isinstance(max_offset, int) or max_offset < 0:
+            raise ValueError(f'{where}: `max_offset` (d) must be an int >= 0, '
+                             f'got {max_offset!r}')
+        num_intrinsic = math.ceil((1 - ratio) * out_channels)
+        num_ghost = out_channels - num_intrinsic
+        if num_ghost < 1:
+            raise ValueError(
+                f'{where}: `out_channels`={out_channels} is too few for '
+                f'ratio {ratio}: ceil((1 - ratio) * out_channels) = '
+                f'{num_intrinsic} leaves no ghost channel')
+        if num_intrinsic % groups != 0:
+            raise ValueError(
+                f'{where}: `groups`={groups} must divide the intrinsic '
+                f'channels ceil((1 - {ratio}) * {out_channels}) = '
+                f'{num_intrinsic}')
+        if gumbel_decay < 0 or tau <= 0:
+            raise ValueError(f'{where}: need `gumbel_decay` >= 0 and `tau` > '
+                             f'0, got {gumbel_decay} and {tau}')
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.num_intrinsic = num_intrinsic
+        self.ratio = ratio
+        self.max_offset = max_offset
+        self.shift_mode = shift_mode
+        self.per_channel_shift = per_channel_shift
+        # Eq. 3-4 state, set by GumbelAnnealHook.
+        self.gumbel_epoch = 1
+        self.gumbel_decay = gumbel_decay
+        self.tau = tau
+
+        factory = dict(device=device, dtype=dtype)
+        self.conv = nn.Conv2d(in_channels, num_intrinsic, kernel_size, stride,
+                              padding, dilation, groups, bias, padding_mode,
+                              **factory)
+        _, src, ghost = by_order_mapping(out_channels, num_intrinsic, groups)
+        self.register_buffer('src', src.to(device))
+        self.register_buffer('ghost_channels', ghost.to(device))
+        k = 2 * max_offset + 1
+        if shift_mode == 'learnable':
+            rows = num_ghost if per_channel_shift else 1
+            # W' of Eq. 4; a small bias towards the centre makes an untrained
+            # layer a plain copy in eval mode instead of an arbitrary shift.
+            logits = torch.zeros(rows, k, k, **factory)
+            logits[:, max_offset, max_offset] = 1e-3
+            self.shift_logits = nn.Parameter(logits)
+        if shift_mode in ('fixed', 'copy', 'learnable'):
+            self.register_buffer(
+                'offsets',
+                torch.zeros(out_channels, 2, dtype=torch.long, device=device),
+                persistent=shift_mode == 'fixed')
+        if shift_mode == 'dw':
+            self.cheap = nn.Conv2d(
+                num_intrinsic,
+                num_intrinsic,
+                3,
+                padding=1,
+                groups=num_intrinsic,
+                **factory)
+
+    # ------------------------------------------------------------------
+    @property
+    def num_ghost(self) -> int:
+        return self.out_channels - self.num_intrinsic
+
+    @property
+    def noise_scale(self) -> float:
+        """a^(t-1) of Eq. 3."""
+        return self.gumbel_decay**(self.gumbel_epoch - 1)
+
+    def set_mapping(self, src: Sequence[int],
+                    ghost_channels: Sequence[int]) -> None:
+        """Install a channel map (e.g. from clustering).
+
+        Args:
+            src: (C_out,) intrinsic channel of each output channel.
+            ghost_channels: (G,) the output channels that are ghosts. Every
+                other output channel c must hold intrinsic channel src[c]
+                unshifted, and every intrinsic channel must be placed once.
+        """
+        src = torch.as_tensor(src, dtype=torch.long, device=self.src.device)
+        ghost = torch.as_tensor(
+            ghost_channels, dtype=torch.long, device=self.src.device)
+        if src.shape != self.src.shape or ghost.shape != (self.num_ghost, ):
+            raise ValueError(
+                f'set_mapping: expected src of shape {tuple(self.src.shape)} '
+                f'and ghost_channels of shape ({self.num_ghost},), got '
+                f'{tuple(src.shape)} and {tuple(ghost.shape)}')
+        homes = torch.ones(self.out_channels, dtype=torch.bool)
+        homes[ghost.cpu()] = False
+        placed = src.cpu()[homes].sort().values
+        if not torch.equal(placed, torch.arange(self.num_intrinsic)):
+            raise ValueError(
+                'set_mapping: the non-ghost output channels must hold each '
+                f'intrinsic channel 0..{self.num_intrinsic - 1} exactly once')
+        self.src.copy_(src)
+        self.ghost_channels.copy_(ghost)
+
+    def gumbel_relaxation(self) -> Tensor:
+        """S of Eq. 4, with the noise of Eq. 3 in training mode.
+
+        Returns:
+            Tensor: (rows, (2d+1)^2) soft weights, rows = 1 or G.
+        """
+        logits = self.shift_logits.flatten(1)
+        if self.training and self.noise_scale > 0:
+            u = torch.rand_like(logits).clamp_(1e-10, 1 - 1e-10)
+            logits = logits - torch.log(-torch.log(u)) * self.noise_scale
+        return F.softmax(logits / self.tau, dim=1)
+
+    def straight_through_weight(self) -> Tensor:
+        """One-hot W at argmax S (Eq. 2, 5) carrying S's gradient (Eq. 6)."""
+        soft = self.gumbel_relaxation()
+        hard = F.one_hot(soft.argmax(1), soft.shape[1]).to(soft)
+        k = 2 * self.max_offset + 1
+        return (hard - soft.detach() + soft).view(-1, k, k)
+
+    def current_offsets(self) -> Tensor:
+        """The (C_out, 2) offsets used in eval mode: argmax W' for ghosts."""
+        if self.shift_mode != 'learnable':
+            return self.offsets
+        shifts = candidate_offsets(
+            self.shift_logits.detach().flatten(1).argmax(1), self.max_offset)
+        offsets = torch.zeros_like(self.offsets)
+        offsets[self.ghost_channels] = shifts.expand(self.num_ghost, 2)
+        return offsets
+
+    def forward(self, x: Tensor) -> Tensor:
+        intrinsic = self.conv(x)
+        if self.shift_mode == 'learnable':
+            if self.training:
+                return learnable_ghost_shift(intrinsic, self.src,
+                                             self.ghost_channels,
+                                             self.straight_through_weight())
+            return ghost_shift(intrinsic, self.src, self.current_offsets())
+        if self.shift_mode == 'dw':
+            both = torch.cat([intrinsic, self.cheap(intrinsic)], 1)
+            src = self.src.clone()
+            src[self.ghost_channels] += self.num_intrinsic
+            return ghost_shift(both, src, self.offsets_zero(src))
+        return ghost_shift(intrinsic, self.src, self.offsets)
+
+    def offsets_zero(self, src: Tensor) -> Tensor:
+        return src.new_zeros(1, 2).expand(src.numel(), 2)
+
+    @torch.no_grad()
+    def fix_shift(self) -> None:
+        """Turn a learnable layer into the inference graph in place: the
+        offsets become argmax W' and W' is dropped."""
+        if self.shift_mode != 'learnable':
+            return
+        offsets = self.current_offsets()
+        del self.shift_logits
+        del self.offsets
+        self.register_buffer('offsets', offsets)
+        self.shift_mode = 'fixed'
+
+    @classmethod
+    def from_conv(cls, conv: nn.Conv2d, **ghost_cfg) -> 'GhostConv2d':
+        """A GhostConv2d with ``conv``'s arguments; the intrinsic conv takes
+        the first filters of each group (the by-order mapping)."""
+        layer = cls(
+            conv.in_channels,
+            conv.out_channels,
+            conv.kernel_size,
+            conv.stride,
+            conv.padding,
+            conv.dilation,
+            conv.groups,
+            conv.bias is not None,
+            conv.padding_mode,
+            device=conv.weight.device,
+            dtype=conv.weight.dtype,
+            **ghost_cfg)
+        keep, _, _ = by_order_mapping(conv.out_channels, layer.num_intrinsic,
+                                      conv.groups)
+        with torch.no_grad():
+            layer.conv.weight.copy_(conv.weight[keep])
+            if conv.bias is not None:
+                layer.conv.bias.copy_(conv.bias[keep])
+        return layer
+
+    def extra_repr(self) -> str:
+        return (f'ratio={self.ratio}, intrinsic={self.num_intrinsic}, '
+                f'ghost={self.num_ghost}, shift_mode={self.shift_mode!r}, '
+                f'max_offset={self.max_offset}, '
+                f'per_channel_shift={self.per_channel_shift}')
+
+
+def by_order_mapping(out_channels: int, num_intrinsic: int, groups: int = 1):
+    """The by-order channel map, within each group.
+
+    Group g owns outputs [g·o, (g+1)·o) (o = C_out / groups) and intrinsic
+    channels [g·i, (g+1)·i) (i = m / groups); its first i outputs are its
+    intrinsic channels in place, and its other outputs are shifts of them
+    in order (cyclically when there are more ghosts than intrinsic ones).
+
+    Returns:
+        tuple[Tensor]: ``keep`` (m,), the output channel each intrinsic
+        channel sits at; ``src`` (C_out,); ``ghost_channels`` (G,).
+    """
+    if out_channels % groups:  # a conv whose outputs don't split by group
+        groups = 1
+    per_out, per_in = out_channels // groups, num_intrinsic // groups
+    keep, src, ghost = [], [], []
+    for g in range(groups):
+        for j in range(per_out):
+            src.append(g * per_in + j % per_in)
+            (keep if j < per_in else ghost).append(g * per_out + j)
+    return torch.tensor(keep), torch.tensor(src), torch.tensor(ghost)
+
+
+def ghost_layers(model: nn.Module):
+    """Yield (name, GhostConv2d) once per distinct layer (shared layers,
+    as in CARN-M's recursive blocks, appear once)."""
+    seen = set()
+    for name, module in model.named_modules():
+        if isinstance(module, GhostConv2d) and id(module) not in seen:
+            seen.add(id(module))
+            yield name, module
+
+
+def ghostify(model: nn.Module, names: Sequence[str], **ghost_cfg) -> None:
+    """Replace the ``nn.Conv2d`` submodules ``names`` by GhostConv2d layers
+    built with :meth:`GhostConv2d.from_conv`, in place."""
+    for name in names:
+        parent_name, _, attr = name.rpartition('.')
+        parent = model.get_submodule(parent_name) if parent_name else model
+        conv = getattr(parent, attr)
+        if not isinstance(conv, nn.Conv2d):
+            raise TypeError(f'ghostify: {name!r} is a {type(conv).__name__}, '
+                            'expected nn.Conv2d')
+        setattr(parent, attr, GhostConv2d.from_conv(
+            conv, name=name, **ghost_cfg))
+
+
+def convert_to_inference(model: nn.Module, inplace: bool = False) -> nn.Module:
+    """Fix every learnable shift to argmax W' and drop W' (the inference
+    graph). Outputs equal the eval-mode outputs of ``model`` exactly.
+
+    Args:
+        model (nn.Module): A model with GhostConv2d layers.
+        inplace (bool): Modify ``model`` itself. Default: False (a copy).
+
+    Returns:
+        nn.Module: The converted model, in eval mode.
+    """
+    if not inplace:
+        model = copy.deepcopy(model)
+    for _, layer in ghost_layers(model):
+        layer.fix_shift()
+    return model.eval()

@@ -1,0 +1,172 @@
+"""Ghost EDSR / RDN / CARN / CARN-M: shapes, Table 1 parameter counts,
+gradients to the shift weights, determinism, inference graph, MMagic
+checkpoint compatibility, and a run inside MMagic's own EDSR config."""
+import pytest
+import torch
+from mmagic.registry import MODELS
+from mmengine.runner import Runner
+
+from ghostsr_mm.models import GhostConv2d
+from helpers import make_sr_data, tiny_sr_config
+
+
+def n_params(model):
+    return sum(p.numel() for p in model.parameters())
+
+
+def weights(model):
+    """Parameters without the shift proxies (Table 1 counts filters)."""
+    return sum(p.numel() for n, p in model.named_parameters()
+               if 'shift_logits' not in n)
+
+
+# Paper, Table 1, x2 (millions).
+TABLE1 = [
+    ('EDSRNet', 'GhostEDSRNet', dict(mid_channels=256, num_blocks=32,
+                                     res_scale=0.1), 40.72, 21.63),
+    ('RDNNet', 'GhostRDNNet', dict(mid_channels=64, num_blocks=16), 22.11,
+     11.54),
+    ('CARNNet', 'GhostCARNNet', dict(multi_scale=True), 1.59, 1.19),
+    ('CARNNet', 'GhostCARNNet', dict(multi_scale=True, efficient=True), 0.41,
+     0.33),
+]
+
+
+@pytest.mark.parametrize('conv, ghost, kwargs, conv_m, ghost_m', TABLE1)
+def test_parameter_counts_match_table1(conv, ghost, kwargs, conv_m,
+                                       ghost_m):
+    cfg = dict(in_channels=3, out_channels=3, upscale_factor=2, **kwargs)
+    regular = MODELS.build(dict(type=conv, **cfg))
+    ghosted = MODELS.build(dict(type=ghost, **cfg))
+    assert n_params(regular) / 1e6 == pytest.approx(conv_m, rel=0.02)
+    assert weights(ghosted) / 1e6 == pytest.approx(ghost_m, rel=0.02)
+
+
+SMALL = {
+    'GhostEDSRNet':
+    dict(in_channels=3, out_channels=3, mid_channels=16, num_blocks=2),
+    'GhostRDNNet':
+    dict(
+        in_channels=3,
+        out_channels=3,
+        mid_channels=16,
+        num_blocks=2,
+        num_layers=2,
+        channel_growth=8),
+    'GhostCARNNet':
+    dict(mid_channels=16),
+    'GhostCARNNet-M':
+    dict(mid_channels=16, efficient=True),
+}
+
+
+def build_small(name, scale, **extra):
+    cfg = dict(SMALL[name], upscale_factor=scale, **extra)
+    return MODELS.build(dict(type=name.replace('-M', ''), **cfg))
+
+
+@pytest.mark.parametrize('name', list(SMALL))
+@pytest.mark.parametrize('scale', [2, 3, 4])
+def test_forward_shapes(name, scale):
+    model = build_small(name, scale)
+    out = model(torch.rand(2, 3, 10, 12))
+    assert out.shape == (2, 3, 10 * scale, 12 * scale)
+
+
+@pytest.mark.parametrize('name', list(SMALL))
+def test_training_backward_reaches_every_parameter(name):
+    torch.manual_seed(0)
+    model = build_small(name, 2).train()
+    model(torch.rand(2, 3, 12, 12)).abs().mean().backward()
+    layers = list(model.ghost_layers())
+    assert layers, 'no ghost layer'
+    for pname, p in model.named_parameters():
+        assert p.grad is not None, pname
+        assert torch.isfinite(p.grad).all(), pname
+    for lname, layer in layers:
+        assert layer.shift_logits.grad.abs().sum() > 0, lname
+
+
+@pytest.mark.parametrize('name', list(SMALL))
+def test_eval_is_deterministic_and_inference_graph_identical(name):
+    torch.manual_seed(0)
+    model = build_small(name, 2)
+    for _, layer in model.ghost_layers():
+        with torch.no_grad():
+            layer.shift_logits.normal_()
+    x = torch.rand(1, 3, 12, 12)
+    model.eval()
+    with torch.no_grad():
+        a, b = model(x), model(x)
+        fixed = model.convert_to_inference()
+        c = fixed(x)
+    assert torch.equal(a, b)
+    assert torch.equal(a, c)
+    assert not any('shift_logits' in k for k in fixed.state_dict())
+
+
+def test_carn_multi_scale_picks_upsampler():
+    model = build_small('GhostCARNNet', 2, multi_scale=True)
+    x = torch.rand(1, 3, 8, 8)
+    assert {s: model(x, s).shape[-1] for s in (2, 3, 4)} == {
+        2: 16, 3: 24, 4: 32}
+    single = build_small('GhostCARNNet', 2)
+    with pytest.raises(ValueError, match=r"scale 3 is not available.*x2"):
+        single(x, 3)
+
+
+def test_carn_m_shares_block_and_shift():
+    model = build_small('GhostCARNNet-M', 2)
+    block = model.blocks[0]
+    assert len(block.blocks) == 1  # one block, used three times
+    calls = []
+    block.blocks[0].conv1.register_forward_hook(
+        lambda *args: calls.append(1))
+    model(torch.rand(1, 3, 8, 8))
+    assert len(calls) == 3
+    # Its ghost layers, and their shift weights, exist once.
+    assert isinstance(block.blocks[0].conv1, GhostConv2d)
+    names = [n for n, _ in model.ghost_layers()]
+    assert len(names) == 3 * 2 + 1  # 3 cascading blocks x 2 convs, x2 up
+
+
+@pytest.mark.parametrize('mm_type, ghost_type, kwargs', [
+    ('EDSRNet', 'GhostEDSRNet',
+     dict(in_channels=3, out_channels=3, mid_channels=16, num_blocks=2)),
+    ('RDNNet', 'GhostRDNNet',
+     dict(in_channels=3, out_channels=3, mid_channels=16, num_blocks=2,
+          num_layers=2, channel_growth=8)),
+])
+def test_regular_layers_keep_mmagic_state_dict_keys(mm_type, ghost_type,
+                                                    kwargs):
+    regular = MODELS.build(dict(type=mm_type, **kwargs)).state_dict()
+    ghost = MODELS.build(dict(type=ghost_type, **kwargs))
+    converted = {n + '.weight' for n, _ in ghost.ghost_layers()}
+    converted |= {n + '.bias' for n, _ in ghost.ghost_layers()}
+    kept = {k: v for k, v in regular.items() if k not in converted}
+    missing, unexpected = ghost.load_state_dict(kept, strict=False)
+    assert unexpected == []
+    ghost_names = tuple(n + '.' for n, _ in ghost.ghost_layers())
+    assert missing and all(k.startswith(ghost_names) for k in missing)
+    for k, v in kept.items():
+        assert torch.equal(ghost.state_dict()[k], v), k
+
+
+@pytest.mark.parametrize('generator', [
+    dict(type='GhostEDSRNet', in_channels=3, out_channels=3,
+         mid_channels=16, num_blocks=2, upscale_factor=2),
+    dict(type='GhostCARNNet', mid_channels=16, upscale_factor=2,
+         efficient=True),
+])
+def test_swapped_into_mmagic_edsr_config(tmp_path, generator):
+    data = make_sr_data(str(tmp_path / 'data'), num=2, size=48)
+    cfg = tiny_sr_config(str(tmp_path), data, generator=generator, iters=3)
+    runner = Runner.from_cfg(cfg)
+    before = {
+        n: l.conv.weight.detach().clone()
+        for n, l in runner.model.generator.ghost_layers()
+    }
+    runner.train()
+    assert runner.iter == 3
+    for n, layer in runner.model.generator.ghost_layers():
+        assert not torch.equal(before[n], layer.conv.weight), n

@@ -1,0 +1,169 @@
+"""GhostConv2d: exactness against regular convs, the Gumbel relaxation of
+Eq. 3-6, the inference graph, configuration errors."""
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ghostsr_mm.models.layers import GhostConv2d, convert_to_inference
+
+
+def paired_conv(cin=6, cout=8, groups=1):
+    """A regular conv whose filters come in identical pairs within each
+    group: in a group of o outputs, filter o/2 + j equals filter j."""
+    conv = nn.Conv2d(cin, cout, 3, padding=1, groups=groups)
+    per, half = cout // groups, cout // groups // 2
+    with torch.no_grad():
+        for g in range(groups):
+            lo = g * per
+            conv.weight[lo + half:lo + per] = conv.weight[lo:lo + half]
+            conv.bias[lo + half:lo + per] = conv.bias[lo:lo + half]
+    return conv
+
+
+@pytest.mark.parametrize('groups', [1, 2])
+def test_copy_mode_reproduces_paired_conv_exactly(groups):
+    conv = paired_conv(groups=groups)
+    ghost = GhostConv2d.from_conv(conv, shift_mode='copy')
+    x = torch.randn(2, 6, 7, 9)
+    assert torch.equal(ghost(x), conv(x))
+
+
+def test_copy_mode_with_a_clustering_map_keeps_positions():
+    conv = nn.Conv2d(5, 6, 3, padding=1)
+    # Output channels 0..5; pairs (0, 3), (1, 5), (2, 4) identical.
+    pairs = {3: 0, 5: 1, 4: 2}
+    with torch.no_grad():
+        for g, i in pairs.items():
+            conv.weight[g] = conv.weight[i]
+            conv.bias[g] = conv.bias[i]
+    ghost = GhostConv2d(5, 6, 3, padding=1, shift_mode='copy')
+    with torch.no_grad():
+        ghost.conv.weight.copy_(conv.weight[:3])
+        ghost.conv.bias.copy_(conv.bias[:3])
+    ghost.set_mapping(src=[0, 1, 2, 0, 2, 1], ghost_channels=[3, 4, 5])
+    x = torch.randn(1, 5, 6, 6)
+    assert torch.equal(ghost(x), conv(x))
+
+
+def test_fixed_shift_equals_shifted_conv_output():
+    conv = paired_conv()
+    ghost = GhostConv2d.from_conv(conv, shift_mode='fixed')
+    ghost.offsets[4:] = torch.tensor([1, -1])
+    x = torch.randn(1, 6, 5, 5)
+    ref = conv(x)
+    out = ghost(x)
+    torch.testing.assert_close(out[:, :4], ref[:, :4])
+    # Ghost 4 + j is intrinsic j moved down 1 and left 1.
+    torch.testing.assert_close(out[:, 4:, 1:, :-1], ref[:, :4, :-1, 1:])
+    assert out[:, 4:, 0].abs().sum() == 0 and out[:, 4:, :, -1].abs().sum() == 0
+
+
+def test_dw_mode_matches_depthwise_conv():
+    ghost = GhostConv2d(4, 8, 3, padding=1, shift_mode='dw')
+    x = torch.randn(2, 4, 6, 6)
+    inner = ghost.conv(x)
+    cheap = F.conv2d(inner, ghost.cheap.weight, ghost.cheap.bias, padding=1,
+                     groups=4)
+    torch.testing.assert_close(ghost(x), torch.cat([inner, cheap], 1))
+
+
+def test_noise_off_and_low_tau_follow_argmax():
+    ghost = GhostConv2d(4, 8, 3, padding=1, gumbel_decay=0.0, tau=1e-3)
+    ghost.gumbel_epoch = 2  # a^(t-1) = 0: no noise
+    assert ghost.noise_scale == 0
+    with torch.no_grad():
+        ghost.shift_logits.copy_(torch.randn(1, 3, 3))
+    ghost.train()
+    w = ghost.straight_through_weight()
+    expected = F.one_hot(ghost.shift_logits.flatten(1).argmax(1), 9).float()
+    assert torch.equal(w.detach().flatten(1), expected)
+    x = torch.randn(1, 4, 5, 5)
+    torch.testing.assert_close(ghost(x), ghost.eval()(x))
+
+
+def test_gradient_to_proxy_weight_is_softmax_jacobian_eq6():
+    torch.manual_seed(0)
+    tau = 0.7
+    ghost = GhostConv2d(4, 8, 3, padding=1, gumbel_decay=0.0, tau=tau)
+    ghost.gumbel_epoch = 2
+    with torch.no_grad():
+        ghost.shift_logits.copy_(torch.randn(1, 3, 3))
+    ghost.train()
+    x = torch.randn(2, 4, 6, 6)
+    g_out = torch.randn(2, 8, 6, 6)
+    (ghost(x) * g_out).sum().backward()
+    # dL/dW: the weight gradient of the depthwise correlation (Eq. 1).
+    inner = ghost.conv(x).detach()
+    kernel = torch.zeros(4, 1, 3, 3, requires_grad=True)
+    F.conv2d(inner, kernel, padding=1, groups=4).mul(g_out[:, 4:]).sum() \
+        .backward()
+    g_w = kernel.grad.sum(0).flatten()  # one shift shared by the layer
+    s = F.softmax(ghost.shift_logits.detach().flatten() / tau, 0)
+    expected = (s * g_w - s * (s @ g_w)) / tau  # J_S^T dL/dW
+    torch.testing.assert_close(ghost.shift_logits.grad.flatten(), expected)
+
+
+def test_noise_scale_follows_decay():
+    ghost = GhostConv2d(4, 8, 3, padding=1, gumbel_decay=0.97)
+    for t in (1, 2, 10, 300):
+        ghost.gumbel_epoch = t
+        assert ghost.noise_scale == pytest.approx(0.97**(t - 1))
+
+
+def test_gumbel_noise_has_the_decayed_scale(monkeypatch):
+    ghost = GhostConv2d(4, 8, 3, padding=1, gumbel_decay=0.5, tau=1.0)
+    ghost.gumbel_epoch = 3  # scale 0.25
+    u = torch.full((1, 9), 0.3)
+    monkeypatch.setattr(torch, 'rand_like', lambda t: u.clone())
+    s = ghost.train().gumbel_relaxation()
+    noise = -torch.log(-torch.log(torch.tensor(0.3))) * 0.25
+    expected = F.softmax(ghost.shift_logits.detach().flatten(1) + noise, 1)
+    torch.testing.assert_close(s, expected)
+
+
+def test_per_channel_shift_learns_one_offset_per_ghost():
+    ghost = GhostConv2d(4, 8, 3, padding=1, per_channel_shift=True)
+    assert ghost.shift_logits.shape == (4, 3, 3)
+    with torch.no_grad():
+        ghost.shift_logits.zero_()
+        for j, idx in enumerate([0, 4, 5, 8]):
+            ghost.shift_logits[j].view(-1)[idx] = 1
+    off = ghost.current_offsets()
+    assert off[:4].abs().sum() == 0
+    assert off[4:].tolist() == [[1, 1], [0, 0], [0, -1], [-1, -1]]
+
+
+def test_inference_graph_has_no_gumbel_parameters_and_same_output():
+    ghost = nn.Sequential(
+        GhostConv2d(3, 8, 3, padding=1), nn.ReLU(),
+        GhostConv2d(8, 8, 3, padding=1, per_channel_shift=True))
+    with torch.no_grad():
+        for layer in (ghost[0], ghost[2]):
+            layer.shift_logits.normal_()
+    x = torch.randn(2, 3, 8, 8)
+    ref = ghost.eval()(x)
+    fixed = convert_to_inference(ghost)
+    assert not any('shift_logits' in k for k in fixed.state_dict())
+    assert any(k.endswith('offsets') for k in fixed.state_dict())
+    assert torch.equal(fixed(x), ref)
+    # The original is untouched.
+    assert hasattr(ghost[0], 'shift_logits')
+
+
+@pytest.mark.parametrize(
+    'kwargs, message',
+    [
+        (dict(ratio=0.0), r"'body.0.conv1'.*ratio.*\(0, 1\)"),
+        (dict(ratio=1.0), r'ratio.*\(0, 1\)'),
+        (dict(out_channels=1), r'out_channels.*too few'),
+        (dict(groups=3, in_channels=6), r'groups.*3.*must divide'),
+        (dict(max_offset=-1), r'max_offset.*>= 0'),
+        (dict(shift_mode='roll'), r"unknown `shift_mode` 'roll'"),
+    ])
+def test_bad_configuration(kwargs, message):
+    args = dict(in_channels=4, out_channels=8, kernel_size=3,
+                name='body.0.conv1')
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=message):
+        GhostConv2d(**args)
