@@ -1,1 +1,3 @@
+from .hooks import GhostClusterInitHook, GumbelAnnealHook
 
+__all__ = ['GhostClusterInitHook', 'GumbelAnnealHook']

@@ -1,1 +1,4 @@
+from .cluster_init_hook import GhostClusterInitHook
+from .gumbel_anneal_hook import GumbelAnnealHook
 
+__all__ = ['GhostClusterInitHook', 'GumbelAnnealHook']

@@ -1,0 +1,50 @@
+"""GhostClusterInitHook: clustering initialisation before training."""
+from typing import Optional
+
+from mmengine.hooks import Hook
+from mmengine.model import is_model_wrapper
+from mmagic.registry import HOOKS
+
+from ghostsr_mm.models.clustering import cluster_init, load_pretrained_state
+
+
+def unwrap_generator(runner):
+    """The generator of the runner's (possibly DDP-wrapped) model."""
+    model = runner.model.module if is_model_wrapper(
+        runner.model) else runner.model
+    return getattr(model, 'generator', model)
+
+
+@HOOKS.register_module()
+class GhostClusterInitHook(Hook):
+    """Initialise the ghost generator from a pre-trained regular one
+    (GhostSR Eq. 7-9) before training starts.
+
+    Does nothing when training resumes (the resumed weights win). Runs the
+    same :func:`~ghostsr_mm.models.clustering.cluster_init` as
+    ``tools/cluster_init.py``, so both give the same weights.
+
+    Args:
+        pretrained (str): Checkpoint of the regular model (bare state dict
+            or MMagic checkpoint), loaded with ``weights_only=True``.
+        seed (int): k-means seed. Default: 0.
+    """
+
+    priority = 'VERY_HIGH'
+
+    def __init__(self, pretrained: str, seed: int = 0) -> None:
+        self.pretrained = pretrained
+        self.seed = seed
+        self.report: Optional[object] = None
+
+    def before_train(self, runner) -> None:
+        if runner._resume or runner.iter > 0:
+            runner.logger.info('GhostClusterInitHook: resumed training, '
+                               'keeping the resumed weights')
+            return
+        state = load_pretrained_state(self.pretrained)
+        generator = unwrap_generator(runner)
+        self.report = cluster_init(generator, state, seed=self.seed)
+        runner.logger.info(
+            f'GhostClusterInitHook: initialised from {self.pretrained}\n' +
+            '\n'.join(self.report.lines()))
