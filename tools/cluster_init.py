@@ -13,10 +13,11 @@ import os.path as osp
 import sys
 
 import torch
-from mmengine.config import Config, DictAction
+from mmengine.config import DictAction
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 import ghostsr_mm  # noqa: E402,F401
+from ghostsr_mm.apis import build_generator  # noqa: E402
 from ghostsr_mm.models.clustering import (cluster_init,  # noqa: E402
                                           load_pretrained_state)
 
@@ -31,16 +32,6 @@ def parse_args(argv=None):
         '--force', action='store_true', help='overwrite OUT if it exists')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
     return parser.parse_args(argv)
-
-
-def build_generator(config: str, cfg_options=None) -> torch.nn.Module:
-    from mmagic.registry import MODELS
-    from mmagic.utils import register_all_modules
-    register_all_modules()
-    cfg = Config.fromfile(config)
-    if cfg_options:
-        cfg.merge_from_dict(cfg_options)
-    return MODELS.build(cfg.model.generator)
 
 
 def main(argv=None) -> int:

@@ -7,7 +7,7 @@ MATLAB-like bicubic resize (the DIV2K / Set5 convention).
 """
 import os
 import os.path as osp
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 from mmcv import imwrite
@@ -100,3 +100,21 @@ def check_sr_data_root(data_root: str,
             '\n  '.join(missing) +
             '\nSee README.md, section "Data preparation", for the layout and '
             "MMagic's DIV2K preparation (sub-image cropping, meta-info file).")
+
+
+def check_config_data(cfg, phases: Sequence[str] = ('train', 'val')) -> None:
+    """Check, before a Runner is built, that every dataset of the given
+    phases of an MMagic config exists (see :func:`check_sr_data_root`)."""
+    for phase in phases:
+        loaders = cfg.get(f'{phase}_dataloader')
+        if loaders is None:
+            continue
+        if isinstance(loaders, dict):
+            loaders = [loaders]
+        for loader in loaders:
+            dataset = loader['dataset']
+            data_root = dataset.get('data_root', '')
+            name = dataset.get('metainfo', {}).get('dataset_type', phase)
+            check_sr_data_root(data_root, dict(dataset.get('data_prefix', {})),
+                               dataset.get('ann_file') or None,
+                               f'{phase} dataset {name!r}')

@@ -1,3 +1,3 @@
-from .hooks import GhostClusterInitHook, GumbelAnnealHook
+from .hooks import DumpMetricsHook, GhostClusterInitHook, GumbelAnnealHook
 
-__all__ = ['GhostClusterInitHook', 'GumbelAnnealHook']
+__all__ = ['DumpMetricsHook', 'GhostClusterInitHook', 'GumbelAnnealHook']

@@ -20,6 +20,8 @@ The compiled kernels (``csrc/``, registered as ``torch.ops.ghostsr.*``) are
 used when the extension is built; otherwise a pure PyTorch reference with the
 same semantics runs, after one warning.
 """
+import contextlib
+import threading
 import warnings
 from typing import Optional
 
@@ -37,14 +39,29 @@ except ImportError as err:  # the extension was not built
 __all__ = [
     'HAS_EXT', 'ghost_shift', 'learnable_ghost_shift',
     'ghost_shift_reference', 'ghost_shift_backward_reference',
-    'ghost_shift_weight_grad_reference', 'candidate_offsets'
+    'ghost_shift_weight_grad_reference', 'candidate_offsets', 'reference_mode'
 ]
 
 _warned = False
+_force_reference = threading.local()
+
+
+@contextlib.contextmanager
+def reference_mode():
+    """Run the pure-PyTorch reference instead of the compiled op inside
+    the block, e.g. to export ONNX graphs made only of standard operators."""
+    previous = getattr(_force_reference, 'on', False)
+    _force_reference.on = True
+    try:
+        yield
+    finally:
+        _force_reference.on = previous
 
 
 def _use_ext() -> bool:
     global _warned
+    if getattr(_force_reference, 'on', False):
+        return False
     if not HAS_EXT and not _warned:
         _warned = True
         warnings.warn(
@@ -297,14 +314,14 @@ def _learnable_backward(ctx, grad):
         grad_input = (
             torch.ops.ghostsr.ghost_shift_backward(grad, src, offsets,
                                                    input.shape[1])
-            if HAS_EXT else ghost_shift_backward_reference(
+            if _use_ext() else ghost_shift_backward_reference(
                 grad, src, offsets, input.shape[1]))
     if ctx.needs_input_grad[3]:
         grad = grad.to(input.dtype)
         grad_weight = (
             torch.ops.ghostsr.ghost_shift_weight_grad(grad, input, src,
                                                       channels, max_offset)
-            if HAS_EXT else ghost_shift_weight_grad_reference(
+            if _use_ext() else ghost_shift_weight_grad_reference(
                 grad, input, src, channels, max_offset))
         if weight.shape[0] == 1:  # one shift shared by the layer
             grad_weight = grad_weight.sum(0, keepdim=True)

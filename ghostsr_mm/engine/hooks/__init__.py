@@ -1,4 +1,5 @@
 from .cluster_init_hook import GhostClusterInitHook
+from .dump_metrics_hook import DumpMetricsHook
 from .gumbel_anneal_hook import GumbelAnnealHook
 
-__all__ = ['GhostClusterInitHook', 'GumbelAnnealHook']
+__all__ = ['DumpMetricsHook', 'GhostClusterInitHook', 'GumbelAnnealHook']

@@ -1,0 +1,13 @@
+# Ghost version, fine-tuned from the regular model through the
+# clustering initialisation (GhostSR Algorithm 1).
+_base_ = './carn_x4_div2k.py'
+
+model = dict(generator=dict(type='GhostCARNNet'))
+
+# The trained regular model (train ./carn_x2_div2k.py first).
+pretrained = 'work_dirs/carn_x2_div2k/iter_300000.pth'
+custom_hooks = [
+    dict(type='BasicVisualizationHook', interval=1),
+    dict(type='GhostClusterInitHook', pretrained=pretrained),
+    dict(type='GumbelAnnealHook'),
+]
