@@ -16,7 +16,8 @@ import torch
 
 __all__ = [
     'apply', 'mmcv_has_compiled_ops', 'install_mmcv_ext_placeholder',
-    'checkpoint_safe_globals', 'allow_mmengine_checkpoints'
+    'checkpoint_safe_globals', 'allow_mmengine_checkpoints',
+    'allow_cpu_distributed'
 ]
 
 # ---------------------------------------------------------------------------
@@ -132,7 +133,42 @@ def allow_mmengine_checkpoints() -> bool:
     return True
 
 
+# ---------------------------------------------------------------------------
+# 3. mmengine's PyTorch launcher assumes a GPU.
+#
+# `mmengine.dist.utils._init_dist_pytorch` calls `torch.cuda.set_device`
+# before `init_process_group`, so `--launcher pytorch` on a machine without
+# a GPU (gloo backend) fails with `RuntimeError: Found no NVIDIA driver on
+# your system`. Where no GPU is visible, the call is skipped; everything
+# else is mmengine's own code path.
+# ---------------------------------------------------------------------------
+
+
+def allow_cpu_distributed() -> bool:
+    """Let mmengine's PyTorch launcher start on a machine without a GPU.
+
+    Returns:
+        bool: Whether the launcher was wrapped (only where no GPU is seen).
+    """
+    if torch.cuda.is_available():
+        return False
+    from mmengine.dist import utils as dist_utils
+    original = dist_utils._init_dist_pytorch
+    if getattr(original, '_ghostsr_cpu', False):
+        return True
+
+    def _init_dist_pytorch(backend, init_backend='torch', **kwargs):
+        if init_backend != 'torch':
+            return original(backend, init_backend=init_backend, **kwargs)
+        torch.distributed.init_process_group(backend=backend, **kwargs)
+
+    _init_dist_pytorch._ghostsr_cpu = True
+    dist_utils._init_dist_pytorch = _init_dist_pytorch
+    return True
+
+
 def apply() -> None:
     """Apply every fix whose problem is present."""
     install_mmcv_ext_placeholder()
     allow_mmengine_checkpoints()
+    allow_cpu_distributed()

@@ -85,3 +85,25 @@ def test_mmengine_checkpoint_loads_with_weights_only(tmp_path):
     torch.save(dict(f=subprocess.Popen), tmp_path / 'evil.pth')
     with pytest.raises(Exception, match='Weights only load failed'):
         torch.load(tmp_path / 'evil.pth', weights_only=True)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='a GPU is visible')
+@pytest.mark.parametrize('with_fix', [False, True])
+def test_pytorch_launcher_on_a_machine_without_gpu(with_fix):
+    out = run_python(f"""
+        import os
+        os.environ.update(RANK='0', LOCAL_RANK='0', WORLD_SIZE='1',
+                          MASTER_ADDR='127.0.0.1',
+                          MASTER_PORT=str(20000 + os.getpid() % 10000))
+        if {with_fix}:
+            import ghostsr_mm
+        from mmengine.dist import init_dist, get_world_size
+        init_dist('pytorch', backend='gloo')
+        print('world size', get_world_size())
+    """)
+    if with_fix:
+        assert out.returncode == 0, out.stderr
+        assert 'world size 1' in out.stdout
+    else:
+        assert out.returncode != 0
+        assert 'NVIDIA driver' in out.stderr

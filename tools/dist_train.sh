@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Distributed training with torchrun and mmengine's DDP:
 #   bash tools/dist_train.sh CONFIG GPUS [train.py options]
-# On CPUs, add: --cfg-options env_cfg.dist_cfg.backend=gloo
+# Without a GPU, train.py switches to the gloo backend and CPU DDP.
 CONFIG=$1
 GPUS=$2
 NNODES=${NNODES:-1}

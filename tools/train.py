@@ -11,6 +11,7 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 import ghostsr_mm  # noqa: E402,F401  (compat fixes before MMagic loads)
+import torch  # noqa: E402
 from mmengine.config import Config, DictAction  # noqa: E402
 from mmengine.logging import print_log  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
@@ -52,6 +53,12 @@ def load_config(args) -> Config:
     cfg.launcher = args.launcher
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
+    if args.launcher != 'none' and not torch.cuda.is_available():
+        # Distributed on CPUs: gloo, and DDP without device ids.
+        cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})
+        cfg.env_cfg.dist_cfg.backend = 'gloo'
+        cfg.model_wrapper_cfg = dict(
+            type='MMDistributedDataParallel', device_ids=None)
     if args.work_dir:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir', None) is None:

@@ -81,4 +81,6 @@ param_scheduler = dict(
     by_epoch=False,
     T_max=max_iters,
     eta_min=1e-7)
-default_hooks = dict(checkpoint=dict(out_dir=None, max_keep_ckpts=3))
+default_hooks = dict(
+    checkpoint=dict(
+        out_dir=None, max_keep_ckpts=3, save_best='Set5/PSNR', rule='greater'))

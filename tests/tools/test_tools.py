@@ -1,0 +1,230 @@
+"""The configs and tools/ as a user runs them: every config builds; train
+and test through tools/train.py and tools/test.py as subprocesses;
+distributed training with 2 CPU processes; complexity; deploy + ONNX; the
+missing-data error."""
+import glob
+import json
+import os
+import os.path as osp
+import subprocess
+import sys
+
+import pytest
+import torch
+from mmengine.config import Config
+from mmagic.registry import MODELS
+
+from helpers import make_sr_data
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+CONFIGS = sorted(
+    glob.glob(osp.join(ROOT, 'configs', 'ghostsr', '*', '*.py')) +
+    [osp.join(ROOT, 'configs', 'ghost_edsr_x2_div2k.py')])
+CONFIGS = [c for c in CONFIGS if '/_base_/' not in c]
+sys.path.insert(0, osp.join(ROOT, 'tools'))
+sys.path.insert(0, osp.join(ROOT, 'tools', 'analysis'))
+
+
+def run_tool(*args, env=None, cwd=None):
+    return subprocess.run([sys.executable, *args],
+                          capture_output=True,
+                          text=True,
+                          cwd=cwd or ROOT,
+                          env=env)
+
+
+@pytest.mark.parametrize('path', CONFIGS, ids=osp.basename)
+def test_config_builds(path):
+    cfg = Config.fromfile(path)
+    model = MODELS.build(cfg.model)
+    gen = cfg.model.generator
+    assert type(model.generator).__name__ == gen.type
+    scale = gen.get('upscale_factor')
+    name = osp.basename(path)
+    if 'x3' in name or 'x4' in name:
+        expected = 3 if 'x3' in name else 4
+        assert scale == expected
+        crop = cfg.train_dataloader.dataset.pipeline[3]['gt_patch_size']
+        assert crop == 48 * expected
+        assert all(m['crop_border'] == expected
+                   for e in cfg.test_evaluator for m in e['metrics'])
+    if name.startswith('ghost') and 'c64b16' not in name:
+        hooks = [h['type'] for h in cfg.custom_hooks]
+        assert {'GhostClusterInitHook', 'GumbelAnnealHook'} <= set(hooks)
+
+
+def tiny_child_config(tmp_path, base, data, pretrained=None, iters=2):
+    """A user's config: the real one, shrunk to tiny data."""
+    hooks = ''
+    if pretrained:
+        hooks = ("custom_hooks = [dict(type='GhostClusterInitHook', "
+                 f"pretrained={pretrained!r}), "
+                 "dict(type='GumbelAnnealHook')]\n")
+    text = f"""
+_base_ = {base!r}
+model = dict(generator=dict(mid_channels=16, num_blocks=2))
+_data = dict(data_root={data!r}, ann_file='',
+             data_prefix=dict(img='LR_bicubic/X2', gt='HR'))
+_pipeline = _base_.train_pipeline
+_pipeline[3] = dict(type='PairedRandomCrop', gt_patch_size=32)
+train_dataloader = dict(num_workers=0, batch_size=2,
+                        dataset=dict(pipeline=_pipeline, **_data))
+val_dataloader = dict(num_workers=0, dataset=_data)
+test_dataloader = [dict(_base_.test_dataloader[0], num_workers=0)]
+test_dataloader[0]['dataset'].update(_data)
+test_evaluator = [_base_.test_evaluator[0]]
+train_cfg = dict(max_iters={iters}, val_interval={iters})
+default_hooks = dict(logger=dict(interval=1),
+                     checkpoint=dict(interval={iters}, out_dir=None))
+{hooks}"""
+    path = tmp_path / f'tiny_{osp.basename(base)}'
+    path.write_text(text)
+    return str(path)
+
+
+@pytest.fixture(scope='module')
+def data(tmp_path_factory):
+    return make_sr_data(str(tmp_path_factory.mktemp('sr')), num=3, size=48)
+
+
+def test_train_regular_then_ghost_then_test(tmp_path, data):
+    regular = tiny_child_config(
+        tmp_path, osp.join(ROOT, 'configs/ghostsr/edsr/'
+                           'edsr_x2c256b32_div2k.py'), data)
+    out = run_tool('tools/train.py', regular, '--work-dir',
+                   str(tmp_path / 'regular'))
+    assert out.returncode == 0, out.stderr[-3000:]
+    pretrained = str(tmp_path / 'regular' / 'iter_2.pth')
+    assert osp.isfile(pretrained)
+
+    ghost = tiny_child_config(
+        tmp_path, osp.join(ROOT, 'configs/ghost_edsr_x2_div2k.py'), data,
+        pretrained=pretrained)
+    out = run_tool('tools/train.py', ghost, '--work-dir',
+                   str(tmp_path / 'ghost'))
+    assert out.returncode == 0, out.stderr[-3000:]
+    log = out.stdout + out.stderr
+    assert 'GhostClusterInitHook: initialised from' in log
+    assert 'mean ghost-to-intrinsic distance' in log
+    ckpt = str(tmp_path / 'ghost' / 'iter_2.pth')
+    state = torch.load(ckpt, weights_only=True)['state_dict']
+    assert 'generator.body.0.conv1.shift_logits' in state
+
+    metrics = str(tmp_path / 'metrics.json')
+    out = run_tool('tools/test.py', ghost, ckpt, '--work-dir',
+                   str(tmp_path / 'test'), '--out', metrics)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.load(open(metrics))
+    assert 10 < result['Set5/PSNR'] < 60 and 0 < result['Set5/SSIM'] <= 1
+
+    # --out never overwrites.
+    out = run_tool('tools/test.py', ghost, ckpt, '--work-dir',
+                   str(tmp_path / 'test'), '--out', metrics)
+    assert out.returncode != 0 and 'exists' in out.stderr
+
+
+def test_missing_data_stops_before_training(tmp_path):
+    work = tmp_path / 'work'
+    out = run_tool(
+        'tools/train.py', osp.join(ROOT, 'configs/ghost_edsr_x2_div2k.py'),
+        '--work-dir', str(work), '--cfg-options',
+        f'train_dataloader.dataset.data_root={tmp_path}/nowhere')
+    assert out.returncode != 0
+    assert 'nowhere/DIV2K_train_HR_sub/ (folder missing)' in out.stderr
+    assert 'DIV2K_train_LR_bicubic/X2_sub' in out.stderr
+    assert 'Data preparation' in out.stderr
+    assert not work.exists()
+
+
+@pytest.mark.slow
+def test_distributed_training_two_cpu_processes(tmp_path, data):
+    cfg = tiny_child_config(
+        tmp_path, osp.join(ROOT, 'configs/ghostsr/edsr/'
+                           'ghost_edsr_x2c64b16_1xb16-300k_div2k.py'), data)
+    env = dict(os.environ, PYTHON=sys.executable,
+               PORT=str(29500 + os.getpid() % 1000))
+    out = subprocess.run([
+        'bash', 'tools/dist_train.sh', cfg, '2', '--work-dir',
+        str(tmp_path / 'dist')
+    ], capture_output=True, text=True, cwd=ROOT, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    log = out.stdout + out.stderr
+    assert 'Distributed launcher: pytorch' in log
+    assert 'Distributed training: True' in log
+    assert 'GPU number: 2' in log  # mmengine's name for the world size
+    assert osp.isfile(tmp_path / 'dist' / 'iter_2.pth')
+
+
+def test_complexity_of_ghost_edsr_matches_model_counts():
+    import complexity
+    rows = complexity.measure([
+        osp.join(ROOT, 'configs/ghostsr/edsr/edsr_x2c256b32_div2k.py'),
+        osp.join(ROOT, 'configs/ghostsr/edsr/ghost_edsr_x2c256b32_div2k.py')
+    ], (3, 16, 16), latency=False)
+    (_, p_reg, f_reg, _), (_, p_ghost, f_ghost, _) = rows
+    # Hand-derived: EDSR c256b32 x2 has 40,729,603 weights; 65 of its
+    # 256->256 3x3 convs (589,824 weights + 256 biases each) become
+    # 256->128 (294,912 + 128).
+    assert p_reg == 40_729_603
+    assert p_ghost == 40_729_603 - 65 * (294_912 + 128)
+    # MACs per LR pixel: all conv weights (bias-free) at LR resolution,
+    # except conv_last, which runs at 2x2 the pixels.
+    last = 256 * 3 * 9
+    reg_macs = (40_729_603 - 67 * 256 - 1024 - 3 - last) + 4 * last
+    assert f_reg == reg_macs * 16 * 16
+    assert f_reg - f_ghost == 65 * 294_912 * 16 * 16
+    table = complexity.markdown(rows)
+    assert '| ghost_edsr_x2c256b32_div2k | 21.55 |' in table
+
+
+def test_deploy_and_onnx_round_trip(tmp_path):
+    import deploy
+    cfg_path = tmp_path / 'ghost.py'
+    cfg_path.write_text("model = dict(generator=dict(type='GhostEDSRNet', "
+                        "in_channels=3, out_channels=3, mid_channels=16, "
+                        "num_blocks=2, upscale_factor=2))\n")
+    model = MODELS.build(Config.fromfile(str(cfg_path)).model.generator)
+    for _, layer in model.ghost_layers():
+        with torch.no_grad():
+            layer.shift_logits.normal_()
+    ckpt = tmp_path / 'trained.pth'
+    torch.save({'state_dict': {f'generator.{k}': v
+                               for k, v in model.state_dict().items()}},
+               ckpt)
+    out, onnx_path = tmp_path / 'deployed.pth', tmp_path / 'model.onnx'
+    assert deploy.main([str(cfg_path), str(ckpt), str(out), '--onnx',
+                        str(onnx_path)]) == 0
+    state = torch.load(out, weights_only=True)['state_dict']
+    assert not any('shift_logits' in k for k in state)
+    fixed = MODELS.build(
+        dict(
+            type='GhostEDSRNet',
+            in_channels=3,
+            out_channels=3,
+            mid_channels=16,
+            num_blocks=2,
+            upscale_factor=2,
+            shift_mode='fixed'))
+    fixed.load_state_dict({k[10:]: v for k, v in state.items()})
+    x = torch.rand(1, 3, 20, 24)
+    with torch.no_grad():
+        assert torch.equal(fixed(x), model.eval()(x))
+    import onnx
+    ops = {n.op_type for n in onnx.load(str(onnx_path)).graph.node}
+    assert not any(op.startswith('ghostsr') for op in ops)
+    assert 'Gather' in ops
+    assert deploy.verify_onnx(fixed, str(onnx_path)) < 1e-5
+    # Existing outputs are not overwritten.
+    assert deploy.main([str(cfg_path), str(ckpt), str(out)]) == 1
+
+
+def test_load_generator_rejects_other_architecture(tmp_path):
+    from ghostsr_mm.apis import load_generator
+    rdn = MODELS.build(dict(type='RDNNet', in_channels=3, out_channels=3,
+                            mid_channels=8, num_blocks=1, num_layers=1,
+                            channel_growth=4))
+    torch.save(rdn.state_dict(), tmp_path / 'rdn.pth')
+    edsr = MODELS.build(dict(type='GhostEDSRNet', in_channels=3,
+                             out_channels=3, mid_channels=8, num_blocks=1))
+    with pytest.raises(ValueError, match='does not match GhostEDSRNet'):
+        load_generator(edsr, str(tmp_path / 'rdn.pth'))
