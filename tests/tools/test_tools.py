@@ -14,6 +14,7 @@ import torch
 from mmengine.config import Config
 from mmagic.registry import MODELS
 
+from ghostsr_mm.apis import write_data_config
 from helpers import make_sr_data
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -55,31 +56,13 @@ def test_config_builds(path):
 
 def tiny_child_config(tmp_path, base, data, pretrained=None, iters=2):
     """A user's config: the real one, shrunk to tiny data."""
-    hooks = ''
+    extra = 'model = dict(generator=dict(mid_channels=16, num_blocks=2))\n'
     if pretrained:
-        hooks = ("custom_hooks = [dict(type='GhostClusterInitHook', "
-                 f"pretrained={pretrained!r}), "
-                 "dict(type='GumbelAnnealHook')]\n")
-    text = f"""
-_base_ = {base!r}
-model = dict(generator=dict(mid_channels=16, num_blocks=2))
-_data = dict(data_root={data!r}, ann_file='',
-             data_prefix=dict(img='LR_bicubic/X2', gt='HR'))
-_pipeline = _base_.train_pipeline
-_pipeline[3] = dict(type='PairedRandomCrop', gt_patch_size=32)
-train_dataloader = dict(num_workers=0, batch_size=2,
-                        dataset=dict(pipeline=_pipeline, **_data))
-val_dataloader = dict(num_workers=0, dataset=_data)
-test_dataloader = [dict(_base_.test_dataloader[0], num_workers=0)]
-test_dataloader[0]['dataset'].update(_data)
-test_evaluator = [_base_.test_evaluator[0]]
-train_cfg = dict(max_iters={iters}, val_interval={iters})
-default_hooks = dict(logger=dict(interval=1),
-                     checkpoint=dict(interval={iters}, out_dir=None))
-{hooks}"""
-    path = tmp_path / f'tiny_{osp.basename(base)}'
-    path.write_text(text)
-    return str(path)
+        extra += ("custom_hooks = [dict(type='GhostClusterInitHook', "
+                  f"pretrained={pretrained!r}), "
+                  "dict(type='GumbelAnnealHook')]\n")
+    path = str(tmp_path / f'tiny_{osp.basename(base)}')
+    return write_data_config(path, base, data, iters, extra=extra)
 
 
 @pytest.fixture(scope='module')
