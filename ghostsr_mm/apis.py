@@ -46,6 +46,7 @@ def write_data_config(path: str,
                       num_workers: int = 0,
                       lr_dir: str = 'LR_bicubic/X{scale}',
                       gt_dir: str = 'HR',
+                      val_root: Optional[str] = None,
                       extra: str = '') -> str:
     """Write a config that inherits ``base`` (a config of configs/ghostsr)
     and trains/validates/tests on one folder pair written by
@@ -57,22 +58,26 @@ def write_data_config(path: str,
         data_root (str): Folder with ``gt_dir`` and ``lr_dir``.
         iters (int): Training iterations (validation and a checkpoint at
             the end).
+        val_root (str, optional): Folder (same layout) to validate and test
+            on. Default: ``data_root``.
         extra (str): More config lines (e.g. a generator override).
 
     Returns:
         str: ``path``.
     """
     prefix = dict(img=lr_dir.format(scale=scale), gt=gt_dir)
+    val_root = val_root or data_root
     text = f"""_base_ = {base!r}
 _data = dict(data_root={data_root!r}, ann_file='', data_prefix={prefix!r})
+_val = dict(_data, data_root={val_root!r})
 _pipeline = _base_.train_pipeline
 _pipeline[3] = dict(type='PairedRandomCrop', gt_patch_size={gt_patch})
 train_dataloader = dict(num_workers={num_workers}, batch_size={batch_size},
                         persistent_workers=False,
                         dataset=dict(pipeline=_pipeline, **_data))
-val_dataloader = dict(num_workers=0, dataset=_data)
+val_dataloader = dict(num_workers=0, dataset=_val)
 test_dataloader = [dict(_base_.test_dataloader[0], num_workers=0)]
-test_dataloader[0]['dataset'].update(_data)
+test_dataloader[0]['dataset'].update(_val)
 test_evaluator = [_base_.test_evaluator[0]]
 max_iters = {iters}
 train_cfg = dict(max_iters=max_iters, val_interval=max_iters)

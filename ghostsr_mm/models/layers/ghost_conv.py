@@ -136,11 +136,12 @@ class GhostConv2d(nn.Module):
             logits = torch.zeros(rows, k, k, **factory)
             logits[:, max_offset, max_offset] = 1e-3
             self.shift_logits = nn.Parameter(logits)
-        if shift_mode in ('fixed', 'copy', 'learnable'):
-            self.register_buffer(
-                'offsets',
-                torch.zeros(out_channels, 2, dtype=torch.long, device=device),
-                persistent=shift_mode == 'fixed')
+        # (C_out, 2) shifts; learned ('learnable'), given ('fixed', saved in
+        # the state dict) or zero ('copy', 'dw').
+        self.register_buffer(
+            'offsets',
+            torch.zeros(out_channels, 2, dtype=torch.long, device=device),
+            persistent=shift_mode == 'fixed')
         if shift_mode == 'dw':
             self.cheap = nn.Conv2d(
                 num_intrinsic,
@@ -229,11 +230,8 @@ class GhostConv2d(nn.Module):
             both = torch.cat([intrinsic, self.cheap(intrinsic)], 1)
             src = self.src.clone()
             src[self.ghost_channels] += self.num_intrinsic
-            return ghost_shift(both, src, self.offsets_zero(src))
+            return ghost_shift(both, src, self.offsets)
         return ghost_shift(intrinsic, self.src, self.offsets)
-
-    def offsets_zero(self, src: Tensor) -> Tensor:
-        return src.new_zeros(1, 2).expand(src.numel(), 2)
 
     @torch.no_grad()
     def fix_shift(self) -> None:

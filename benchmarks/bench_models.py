@@ -1,0 +1,199 @@
+"""Whole models: every ghost model against its regular parent (and a
+Conv-0.5x width reference) in one run.
+
+    python benchmarks/bench_models.py [--repeats 5] [--scales 2]
+        [--models edsr_c256b32 edsr_c64b16 rdn carn carn_m]
+        [--no-train] [--compile]
+
+Inference: the ghost models as their inference graph, torch.inference_mode,
+a 3x128x128 LR input on the CPU (3x512x512 on CUDA), median of interleaved
+repeats (regular, ghost, 0.5x, regular, ...). Training: one step (forward,
+backward, Adam) on a batch of 16 48x48 patches, EDSR c64b16, regular vs
+ghost with learnable shifts. Peak memory: inference in a fresh process per
+model (peak RSS growth on the CPU, max allocated on CUDA). Writes Markdown
+to stdout and JSON to benchmarks/results/models_<device>.json.
+"""
+import argparse
+import json
+import os
+import os.path as osp
+import platform
+import resource
+import subprocess
+import sys
+
+import torch
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+sys.path.insert(0, ROOT)
+import ghostsr_mm  # noqa: E402,F401
+from ghostsr_mm.analysis import (count_flops, count_params,  # noqa: E402
+                                 interleaved_median_times)
+from ghostsr_mm.models.layers import convert_to_inference  # noqa: E402
+
+MODELS = {
+    'edsr_c256b32': ('EDSRNet', 'GhostEDSRNet',
+                     dict(in_channels=3, out_channels=3, mid_channels=256,
+                          num_blocks=32, res_scale=0.1), 'mid_channels'),
+    'edsr_c64b16': ('EDSRNet', 'GhostEDSRNet',
+                    dict(in_channels=3, out_channels=3, mid_channels=64,
+                         num_blocks=16), 'mid_channels'),
+    'rdn': ('RDNNet', 'GhostRDNNet',
+            dict(in_channels=3, out_channels=3, mid_channels=64,
+                 num_blocks=16), 'channel_growth'),
+    'carn': ('CARNNet', 'GhostCARNNet', dict(), 'mid_channels'),
+    'carn_m': ('CARNNet', 'GhostCARNNet', dict(efficient=True),
+               'mid_channels'),
+}
+
+
+def build(kind, scale, variant):
+    from mmagic.registry import MODELS as REGISTRY
+    regular, ghost, kwargs, width_key = MODELS[kind]
+    cfg = dict(kwargs, upscale_factor=scale)
+    if variant == 'ghost':
+        return convert_to_inference(
+            REGISTRY.build(dict(type=ghost, **cfg)), inplace=True)
+    if variant == 'half':
+        default = 64
+        cfg[width_key] = cfg.get(width_key, default) // 2
+        if kind == 'rdn':  # RDN's width is its growth and its features
+            cfg['mid_channels'] //= 2
+    return REGISTRY.build(dict(type=regular, **cfg)).eval()
+
+
+def peak_memory_child(kind, scale, variant, device, size):
+    """Run in a fresh process: peak memory of one inference."""
+    model = build(kind, scale, variant).to(device)
+    x = torch.rand(1, 3, size, size, device=device)
+    with torch.inference_mode():
+        model(x)  # warm-up: allocator and oneDNN caches
+        if device == 'cuda':
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            base = torch.cuda.memory_allocated()
+            model(x)
+            torch.cuda.synchronize()
+            return torch.cuda.max_memory_allocated() - base
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        model(x)
+        return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss -
+                before) * 1024
+
+
+def peak_memory(kind, scale, variant, device, size):
+    code = (f'import sys; sys.path.insert(0, {ROOT!r}); '
+            f'sys.path.insert(0, {osp.dirname(__file__)!r}); '
+            'import bench_models as b; '
+            f'print(b.peak_memory_child({kind!r}, {scale}, {variant!r}, '
+            f'{device!r}, {size}))')
+    out = subprocess.run([sys.executable, '-W', 'ignore', '-c', code],
+                         capture_output=True, text=True, check=True)
+    return int(out.stdout.strip().splitlines()[-1])
+
+
+def bench_inference(kinds, scale, device, repeats, use_compile):
+    size = 512 if device == 'cuda' else 128
+    x = torch.rand(1, 3, size, size, device=device)
+    sync = torch.cuda.synchronize if device == 'cuda' else (lambda: None)
+    rows = []
+    for kind in kinds:
+        models = {v: build(kind, scale, v).to(device)
+                  for v in ('regular', 'ghost', 'half')}
+        fns = {v: (torch.compile(m) if use_compile else m)
+               for v, m in models.items()}
+        with torch.inference_mode():
+            t = interleaved_median_times(
+                {v: (lambda f=f: f(x)) for v, f in fns.items()},
+                repeats=repeats, warmup=2, sync=sync)
+        flops = {v: count_flops(m, (3, size, size), device)
+                 for v, m in models.items()}
+        params = {v: count_params(m) for v, m in models.items()}
+        mem = {v: peak_memory(kind, scale, v, device, size)
+               for v in ('regular', 'ghost')}
+        rows.append(dict(
+            model=f'{kind} x{scale}', input=f'3x{size}x{size}',
+            params=params, flops=flops, latency_s=t, peak_bytes=mem,
+            latency_ratio=t['ghost'] / t['regular'],
+            half_latency_ratio=t['half'] / t['regular'],
+            flops_ratio=flops['ghost'] / flops['regular'],
+            memory_ratio=mem['ghost'] / max(mem['regular'], 1)))
+    return rows
+
+
+def bench_training(device, repeats):
+    from mmagic.registry import MODELS as REGISTRY
+    _, _, kwargs, _ = MODELS['edsr_c64b16']
+    models = {
+        'regular': REGISTRY.build(dict(type='EDSRNet', upscale_factor=2,
+                                       **kwargs)),
+        'ghost': REGISTRY.build(dict(type='GhostEDSRNet', upscale_factor=2,
+                                     **kwargs)),
+    }
+    x = torch.rand(16, 3, 48, 48, device=device)
+    y = torch.rand(16, 3, 96, 96, device=device)
+    steps = {}
+    for name, model in models.items():
+        model.to(device).train()
+        opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+
+        def step(model=model, opt=opt):
+            loss = torch.nn.functional.l1_loss(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+        steps[name] = step
+    sync = torch.cuda.synchronize if device == 'cuda' else (lambda: None)
+    t = interleaved_median_times(steps, repeats=repeats, warmup=2, sync=sync)
+    return dict(model='edsr_c64b16 x2 train step', batch='16x3x48x48',
+                latency_s=t, ratio=t['ghost'] / t['regular'])
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser()
+    parser.add_argument('--repeats', type=int, default=5)
+    parser.add_argument('--scales', type=int, nargs='+', default=[2])
+    parser.add_argument('--models', nargs='+', default=list(MODELS))
+    parser.add_argument('--no-train', action='store_true')
+    parser.add_argument('--compile', action='store_true',
+                        help='torch.compile every model first')
+    parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
+    args = parser.parse_args(argv)
+    device = args.device
+    machine = (torch.cuda.get_device_name() if device == 'cuda' else
+               f'{platform.processor() or platform.machine()}, '
+               f'{torch.get_num_threads()} threads')
+    rows = []
+    for scale in args.scales:
+        rows += bench_inference(args.models, scale, device, args.repeats,
+                                args.compile)
+    print(f'\n### whole models, {device} ({machine}), inference\n')
+    print('| model | input | params reg / ghost (M) | FLOPs ratio | '
+          'latency reg / ghost / 0.5x (ms) | latency ratio | 0.5x ratio | '
+          'peak mem ratio |')
+    print('|---|---|---|---|---|---|---|---|')
+    for r in rows:
+        t = r['latency_s']
+        print(f"| {r['model']} | {r['input']} | "
+              f"{r['params']['regular'] / 1e6:.2f} / "
+              f"{r['params']['ghost'] / 1e6:.2f} | {r['flops_ratio']:.3f} | "
+              f"{t['regular'] * 1e3:.0f} / {t['ghost'] * 1e3:.0f} / "
+              f"{t['half'] * 1e3:.0f} | {r['latency_ratio']:.3f} | "
+              f"{r['half_latency_ratio']:.3f} | {r['memory_ratio']:.2f} |")
+    train = None
+    if not args.no_train:
+        train = bench_training(device, max(args.repeats, 5))
+        t = train['latency_s']
+        print(f"\ntraining step ({train['batch']}): regular "
+              f"{t['regular'] * 1e3:.0f} ms, ghost (learnable shift) "
+              f"{t['ghost'] * 1e3:.0f} ms, ratio {train['ratio']:.3f}")
+    os.makedirs(osp.join(osp.dirname(__file__), 'results'), exist_ok=True)
+    with open(osp.join(osp.dirname(__file__), 'results',
+                       f'models_{device}.json'), 'w') as f:
+        json.dump(dict(machine=machine, compile=args.compile,
+                       inference=rows, train=train), f, indent=1)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,135 @@
+"""The ghost shift op against a memory copy and against the naive
+pad + slice + concat, and a GhostConv layer against the convs it replaces.
+
+    python benchmarks/bench_shift.py [--repeats 30] [--size 128]
+
+Median of interleaved repeats, one run; ratios are within that run. CPU
+always, CUDA when a GPU is visible. Writes a Markdown table to stdout and
+JSON to benchmarks/results/shift_<device>.json.
+"""
+import argparse
+import json
+import os
+import os.path as osp
+import platform
+import sys
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+from ghostsr_mm.analysis import interleaved_median_times  # noqa: E402
+from ghostsr_mm.models.layers import GhostConv2d  # noqa: E402
+from ghostsr_mm.ops import ghost_shift  # noqa: E402
+
+ops = torch.ops.ghostsr
+
+
+def naive_ghost(intrinsic, shift):
+    """Ghosts by pad + slice, then concat (the baseline the op replaces)."""
+    dy, dx = shift
+    pad = F.pad(intrinsic, (1, 1, 1, 1))
+    h, w = intrinsic.shape[-2:]
+    ghost = pad[..., 1 - dy:1 - dy + h, 1 - dx:1 - dx + w]
+    return torch.cat([intrinsic, ghost], 1)
+
+
+def bench_op(channels, size, device, repeats):
+    m = channels // 2
+    x = torch.randn(1, m, size, size, device=device)
+    src = torch.cat([torch.arange(m), torch.arange(m)]).to(device)
+    offsets = torch.zeros(channels, 2, dtype=torch.long, device=device)
+    offsets[m:] = torch.tensor([1, -1])
+    out = torch.empty(1, channels, size, size, device=device)
+    grad = torch.randn_like(out)
+    ghosts = torch.arange(m, channels, device=device)
+    sync = torch.cuda.synchronize if device == 'cuda' else (lambda: None)
+    with torch.no_grad():
+        t = interleaved_median_times(
+            {
+                'op': lambda: ghost_shift(x, src, offsets),
+                'clone': lambda: out.clone(),
+                'naive': lambda: naive_ghost(x, (1, -1)),
+                'backward': lambda: ops.ghost_shift_backward(
+                    grad, src, offsets, m),
+                'weight_grad': lambda: ops.ghost_shift_weight_grad(
+                    grad, x, src, ghosts, 1),
+            },
+            repeats=repeats,
+            sync=sync)
+    return dict(
+        shape=f'1x{channels}x{size}x{size}',
+        **{f'{k}_ms': v * 1e3
+           for k, v in t.items()},
+        op_over_clone=t['op'] / t['clone'],
+        naive_over_op=t['naive'] / t['op'],
+        backward_over_forward=t['backward'] / t['op'],
+        weight_grad_over_forward=t['weight_grad'] / t['op'])
+
+
+def bench_layer(channels, size, device, repeats):
+    x = torch.randn(1, channels, size, size, device=device)
+    full = torch.nn.Conv2d(channels, channels, 3, padding=1).to(device)
+    half = torch.nn.Conv2d(channels, channels // 2, 3, padding=1).to(device)
+    ghost = GhostConv2d(
+        channels, channels, 3, padding=1, shift_mode='fixed').to(device)
+    ghost.offsets[channels // 2:] = torch.tensor([1, -1])
+    sync = torch.cuda.synchronize if device == 'cuda' else (lambda: None)
+    with torch.no_grad():
+        t = interleaved_median_times(
+            {
+                'full': lambda: full(x),
+                'half': lambda: half(x),
+                'ghost': lambda: ghost(x)
+            },
+            repeats=repeats,
+            sync=sync)
+    return dict(
+        shape=f'1x{channels}x{size}x{size}',
+        **{f'{k}_ms': v * 1e3
+           for k, v in t.items()},
+        ghost_over_full=t['ghost'] / t['full'],
+        overhead_vs_half_in_full=(t['ghost'] - t['half']) / t['full'])
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser()
+    parser.add_argument('--repeats', type=int, default=30)
+    parser.add_argument('--size', type=int, default=128)
+    args = parser.parse_args(argv)
+    devices = ['cpu'] + (['cuda'] if torch.cuda.is_available() else [])
+    for device in devices:
+        size = args.size if device == 'cpu' else 512
+        ops_rows = [bench_op(c, size, device, args.repeats)
+                    for c in (256, 64)]
+        layer_rows = [bench_layer(c, size, device, args.repeats)
+                      for c in (64, 256)]
+        machine = (torch.cuda.get_device_name() if device == 'cuda' else
+                   f'{platform.processor() or platform.machine()}, '
+                   f'{torch.get_num_threads()} threads')
+        print(f'\n### ghost shift op, {device} ({machine})\n')
+        print('| output | op (ms) | clone (ms) | op / clone | naive / op | '
+              'backward / forward | weight grad / forward |')
+        print('|---|---|---|---|---|---|---|')
+        for r in ops_rows:
+            print(f"| {r['shape']} | {r['op_ms']:.3f} | {r['clone_ms']:.3f} "
+                  f"| {r['op_over_clone']:.2f} | {r['naive_over_op']:.2f} | "
+                  f"{r['backward_over_forward']:.2f} | "
+                  f"{r['weight_grad_over_forward']:.2f} |")
+        print('\n| layer input | full conv (ms) | half conv (ms) | GhostConv '
+              '(ms) | ghost / full | (ghost - half) / full |')
+        print('|---|---|---|---|---|---|')
+        for r in layer_rows:
+            print(f"| {r['shape']} | {r['full_ms']:.3f} | {r['half_ms']:.3f} "
+                  f"| {r['ghost_ms']:.3f} | {r['ghost_over_full']:.3f} | "
+                  f"{r['overhead_vs_half_in_full'] * 100:.1f}% |")
+        os.makedirs(osp.join(osp.dirname(__file__), 'results'),
+                    exist_ok=True)
+        with open(osp.join(osp.dirname(__file__), 'results',
+                           f'shift_{device}.json'), 'w') as f:
+            json.dump(dict(machine=machine, op=ops_rows, layer=layer_rows),
+                      f, indent=1)
+
+
+if __name__ == '__main__':
+    main()
