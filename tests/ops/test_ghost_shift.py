@@ -257,15 +257,20 @@ def test_torch_compile_matches_eager():
     w=st.integers(1, 9),
     max_shift=st.integers(0, 12),
     seed=st.integers(0, 2**31 - 1),
-    transposed=st.booleans())
-def test_fuzz_against_reference(n, ci, co, h, w, max_shift, seed,
-                                transposed):
+    layout=st.sampled_from(['contiguous', 'channels_last', 'transposed']))
+def test_fuzz_against_reference(n, ci, co, h, w, max_shift, seed, layout):
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(n, ci, h, w, generator=gen)
-    if transposed:
+    if layout == 'channels_last':
+        x = x.contiguous(memory_format=torch.channels_last)
+    elif layout == 'transposed':
         x = x.transpose(2, 3).contiguous().transpose(2, 3)
     src = torch.randint(0, ci, (co, ), generator=gen)  # repeats likely
+    if seed % 2:  # runs of consecutive sources, as a by-order layer has
+        src = torch.arange(co) % ci
     offsets = torch.randint(-max_shift, max_shift + 1, (co, 2), generator=gen)
+    if seed % 3 == 0:  # one shift per layer
+        offsets[:] = offsets[0]
     out = ghost_shift(x, src, offsets)
     assert torch.equal(out, ghost_shift_reference(x, src, offsets))
     grad = torch.randn(n, co, h, w, generator=gen)

@@ -26,6 +26,29 @@ std::vector<int64_t> to_host_vector(const at::Tensor& t) {
                               c.data_ptr<int64_t>() + c.numel());
 }
 
+// Output channels [first, first + length) read source channels
+// [src, src + length), all moved by (dy, dx).
+struct ChannelRun {
+  int64_t first, length, src, dy, dx;
+};
+
+std::vector<ChannelRun> channel_runs(const std::vector<int64_t>& s,
+                                     const std::vector<int64_t>& off) {
+  std::vector<ChannelRun> runs;
+  for (int64_t c = 0; c < static_cast<int64_t>(s.size()); ++c) {
+    if (!runs.empty()) {
+      auto& r = runs.back();
+      if (s[c] == r.src + r.length && off[2 * c] == r.dy &&
+          off[2 * c + 1] == r.dx) {
+        ++r.length;
+        continue;
+      }
+    }
+    runs.push_back({c, 1, s[c], off[2 * c], off[2 * c + 1]});
+  }
+  return runs;
+}
+
 // dst (H x W) = src (H x W) moved by (dy, dx), zero outside.
 template <typename T>
 void shift_plane(const T* src, T* dst, int64_t H, int64_t W, int64_t dy,
@@ -109,18 +132,25 @@ at::Tensor ghost_shift_cpu(const at::Tensor& input, const at::Tensor& src,
           });
           return;
         }
-        // Channels-last: one task per output row, a gather per pixel.
+        // Channels-last: one task per output row; per pixel, each run of
+        // output channels with consecutive sources and one offset (the
+        // intrinsic block and the ghost block of a by-order layer) is one
+        // memcpy.
+        const auto runs = channel_runs(s, off);
         at::parallel_for(0, N * H, plane_grain(W * Co),
                          [&](int64_t begin, int64_t end) {
           for (int64_t ny = begin; ny < end; ++ny) {
             const int64_t n = ny / H, y = ny % H;
             for (int64_t x = 0; x < W; ++x) {
               scalar_t* o = op + (ny * W + x) * Co;
-              for (int64_t c = 0; c < Co; ++c) {
-                const int64_t ys = y - off[2 * c], xs = x - off[2 * c + 1];
-                o[c] = (ys >= 0 && ys < H && xs >= 0 && xs < W)
-                           ? ip[((n * H + ys) * W + xs) * Ci + s[c]]
-                           : scalar_t(0);
+              for (const auto& r : runs) {
+                const int64_t ys = y - r.dy, xs = x - r.dx;
+                if (ys >= 0 && ys < H && xs >= 0 && xs < W)
+                  std::memcpy(o + r.first,
+                              ip + ((n * H + ys) * W + xs) * Ci + r.src,
+                              sizeof(scalar_t) * r.length);
+                else
+                  std::memset(o + r.first, 0, sizeof(scalar_t) * r.length);
               }
             }
           }
