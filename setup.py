@@ -31,7 +31,10 @@ def get_extensions() -> list:
     sources = glob.glob(osp.join(csrc, 'pytorch', '*.cpp'))
     sources += glob.glob(osp.join(csrc, 'pytorch', 'cpu', '*.cpp'))
     include_dirs = [osp.abspath(osp.join(csrc, 'common'))]
-    extra_compile_args = {'cxx': ['-O3']}
+    # at::parallel_for is inline and only runs in parallel when the
+    # extension itself is compiled with OpenMP (as torch is on Linux).
+    extra_compile_args = {'cxx': ['-O3', '-fopenmp']}
+    extra_link_args = ['-fopenmp']
     define_macros = []
 
     with_cuda = os.getenv('FORCE_CUDA', '0') == '1' or (
@@ -49,7 +52,8 @@ def get_extensions() -> list:
             sources=sorted(sources),
             include_dirs=include_dirs,
             define_macros=define_macros,
-            extra_compile_args=extra_compile_args)
+            extra_compile_args=extra_compile_args,
+            extra_link_args=extra_link_args)
     ]
 
 
