@@ -63,19 +63,20 @@ def build(kind, scale, variant):
 
 
 def peak_memory_child(kind, scale, variant, device, size):
-    """Run in a fresh process: peak memory of one inference."""
+    """Run in a fresh process: peak memory of inference above what the
+    model and its input hold."""
     model = build(kind, scale, variant).to(device)
     x = torch.rand(1, 3, size, size, device=device)
     with torch.inference_mode():
-        model(x)  # warm-up: allocator and oneDNN caches
         if device == 'cuda':
             torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
             base = torch.cuda.memory_allocated()
+            torch.cuda.reset_peak_memory_stats()
             model(x)
             torch.cuda.synchronize()
             return torch.cuda.max_memory_allocated() - base
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        model(x)
         model(x)
         return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss -
                 before) * 1024
@@ -92,13 +93,16 @@ def peak_memory(kind, scale, variant, device, size):
     return int(out.stdout.strip().splitlines()[-1])
 
 
-def bench_inference(kinds, scale, device, repeats, use_compile):
+def bench_inference(kinds, scale, device, repeats, use_compile,
+                    channels_last=False):
     size = 512 if device == 'cuda' else 128
-    x = torch.rand(1, 3, size, size, device=device)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.rand(1, 3, size, size, device=device).contiguous(
+        memory_format=fmt)
     sync = torch.cuda.synchronize if device == 'cuda' else (lambda: None)
     rows = []
     for kind in kinds:
-        models = {v: build(kind, scale, v).to(device)
+        models = {v: build(kind, scale, v).to(device, memory_format=fmt)
                   for v in ('regular', 'ghost', 'half')}
         fns = {v: (torch.compile(m) if use_compile else m)
                for v, m in models.items()}
@@ -159,6 +163,8 @@ def main(argv=None):
     parser.add_argument('--compile', action='store_true',
                         help='torch.compile every model first')
     parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
+    parser.add_argument('--channels-last', action='store_true',
+                        help='channels_last models and inputs')
     args = parser.parse_args(argv)
     device = args.device
     machine = (torch.cuda.get_device_name() if device == 'cuda' else
@@ -167,8 +173,10 @@ def main(argv=None):
     rows = []
     for scale in args.scales:
         rows += bench_inference(args.models, scale, device, args.repeats,
-                                args.compile)
-    print(f'\n### whole models, {device} ({machine}), inference\n')
+                                args.compile, args.channels_last)
+    layout = 'channels_last' if args.channels_last else 'NCHW'
+    print(f'\n### whole models, {device} ({machine}), inference, '
+          f'{layout}\n')
     print('| model | input | params reg / ghost (M) | FLOPs ratio | '
           'latency reg / ghost / 0.5x (ms) | latency ratio | 0.5x ratio | '
           'peak mem ratio |')
@@ -189,9 +197,12 @@ def main(argv=None):
               f"{t['regular'] * 1e3:.0f} ms, ghost (learnable shift) "
               f"{t['ghost'] * 1e3:.0f} ms, ratio {train['ratio']:.3f}")
     os.makedirs(osp.join(osp.dirname(__file__), 'results'), exist_ok=True)
-    with open(osp.join(osp.dirname(__file__), 'results',
-                       f'models_{device}.json'), 'w') as f:
+    name = f'models_{device}' + ('_channels_last' if args.channels_last
+                                 else '')
+    with open(osp.join(osp.dirname(__file__), 'results', f'{name}.json'),
+              'w') as f:
         json.dump(dict(machine=machine, compile=args.compile,
+                       layout=layout,
                        inference=rows, train=train), f, indent=1)
 
 

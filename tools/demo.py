@@ -176,8 +176,8 @@ def main(argv=None) -> int:
     regular_cfg = write_data_config(
         osp.join(out, 'edsr_demo.py'), base, osp.join(data, 'train'),
         args.iters, batch_size=args.batch_size, gt_patch=96, num_workers=2,
-        extra=(f'model = dict(generator=dict(type="EDSRNet", '
-               f'mid_channels=32, num_blocks=4))\n'
+        extra=('model = dict(generator=dict(type="EDSRNet", '
+               'mid_channels=32, num_blocks=4))\n'
                'optim_wrapper = dict(optimizer=dict(lr=1e-3))\n'
                'param_scheduler = dict(T_max=max_iters)\n'),
         val_root=osp.join(data, 'test'))

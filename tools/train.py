@@ -19,15 +19,9 @@ from mmengine.runner import Runner  # noqa: E402
 from ghostsr_mm.datasets import check_config_data  # noqa: E402
 
 
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description='Train a model')
-    parser.add_argument('config', help='train config file path')
+def add_runner_args(parser: argparse.ArgumentParser) -> None:
+    """Options shared by train.py and test.py (MMagic's names)."""
     parser.add_argument('--work-dir', help='the dir to save logs and models')
-    parser.add_argument(
-        '--resume', action='store_true', help='resume from the latest '
-        'checkpoint in the work dir')
-    parser.add_argument(
-        '--amp', action='store_true', help='automatic mixed precision')
     parser.add_argument(
         '--cfg-options',
         nargs='+',
@@ -39,10 +33,25 @@ def parse_args(argv=None):
         default='none',
         help='job launcher')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+
+
+def parse_runner_args(parser: argparse.ArgumentParser, argv=None):
     args = parser.parse_args(argv)
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
     return args
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description='Train a model')
+    parser.add_argument('config', help='train config file path')
+    parser.add_argument(
+        '--resume', action='store_true', help='resume from the latest '
+        'checkpoint in the work dir')
+    parser.add_argument(
+        '--amp', action='store_true', help='automatic mixed precision')
+    add_runner_args(parser)
+    return parse_runner_args(parser, argv)
 
 
 def load_config(args) -> Config:

@@ -26,8 +26,8 @@ import torch.nn as nn
 from sklearn.cluster import KMeans
 from torch import Tensor
 
-from ghostsr_mm.models.layers import GhostConv2d, by_order_mapping
-from ghostsr_mm.models.layers.ghost_conv import ghost_layers
+from ghostsr_mm.models.layers import (GhostConv2d, by_order_mapping,
+                                      ghost_layers)
 
 __all__ = [
     'LayerClusters', 'ClusterReport', 'cluster_filters', 'cluster_init',
@@ -60,7 +60,7 @@ class LayerClusters:
 class ClusterReport:
     """What :func:`cluster_init` did, layer by layer."""
     layers: Dict[str, LayerClusters] = field(default_factory=dict)
-    missing: List[str] = field(default_factory=list)
+    missing: List[str] = field(default_factory=list)  # names, not loaded
 
     def lines(self) -> List[str]:
         out = []
@@ -255,10 +255,12 @@ def cluster_init(model: nn.Module,
             layer.set_mapping(clusters.src, clusters.ghost)
             report.layers[name] = clusters
             previous = (layer, clusters.keep)
-    missing, unexpected = model.load_state_dict(regular, strict=False)
-    del missing, unexpected  # ghost layers were set above
+    # Ghost layers were set above; everything else comes from `regular`.
+    missing = model.load_state_dict(regular, strict=False).missing_keys
+    ghost_prefixes = tuple(f'{n}.' for n in layers)
+    report.missing += [k for k in missing if not k.startswith(ghost_prefixes)]
     if report.missing:
-        warnings.warn('cluster_init: layers not in the pre-trained '
-                      f'checkpoint, left at their initialisation: '
-                      f'{report.missing}')
+        warnings.warn('cluster_init: layers and tensors not in the '
+                      'pre-trained checkpoint, left at their '
+                      f'initialisation: {report.missing}')
     return report
