@@ -122,20 +122,12 @@ at::Tensor ghost_shift_cpu(const at::Tensor& input, const at::Tensor& src,
         const scalar_t* ip = in.data_ptr<scalar_t>();
         scalar_t* op = out.data_ptr<scalar_t>();
         if (!nhwc) {
-          // One task per source plane, writing every output that reads it
-          // while the plane is in cache: the input is read from memory once.
-          const auto inv = inverse_map(src, Ci);
-          const auto perm = to_host_vector(inv.perm);
-          const auto rowptr = to_host_vector(inv.rowptr);
-          at::parallel_for(0, N * Ci, plane_grain(H * W * Co / Ci),
+          at::parallel_for(0, N * Co, plane_grain(H * W),
                            [&](int64_t begin, int64_t end) {
-            for (int64_t nci = begin; nci < end; ++nci) {
-              const int64_t n = nci / Ci, ci = nci % Ci;
-              for (int64_t k = rowptr[ci]; k < rowptr[ci + 1]; ++k) {
-                const int64_t c = perm[k];
-                shift_plane(ip + nci * H * W, op + (n * Co + c) * H * W, H,
-                            W, off[2 * c], off[2 * c + 1]);
-              }
+            for (int64_t nc = begin; nc < end; ++nc) {
+              const int64_t n = nc / Co, c = nc % Co;
+              shift_plane(ip + (n * Ci + s[c]) * H * W, op + nc * H * W, H, W,
+                          off[2 * c], off[2 * c + 1]);
             }
           });
           return;
