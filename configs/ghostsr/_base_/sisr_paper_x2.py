@@ -12,6 +12,7 @@ scale = 2
 lr_patch = 48
 data_root = 'data'
 work_dir = None  # tools/train.py: ./work_dirs/<config name>
+experiment_name = None  # logs named after the config, not MMagic's base
 
 train_pipeline = _base_.train_pipeline
 train_pipeline[2] = dict(type='SetValues', dictionary=dict(scale=scale))
