@@ -10,6 +10,7 @@ relu), each followed by a 1x1 fusion; CARN-M's holds ONE efficient residual
 block (3x3 group conv, relu, 3x3 group conv, relu, 1x1, add, relu) used
 three times (recursive weight sharing).
 """
+import inspect
 import math
 from typing import Dict, List, Optional, Sequence
 
@@ -23,6 +24,7 @@ from ghostsr_mm.models.layers import ghostify
 from ..ghost_base import GhostModelMixin, ghost_cfg
 
 SCALES = (2, 3, 4)
+GHOST_ARGS = tuple(inspect.signature(ghost_cfg).parameters)
 
 
 class ResidualBlock(nn.Module):
@@ -239,28 +241,17 @@ class GhostCARNNet(GhostModelMixin, CARNNet):
             'x4') whose first conv becomes ghost. Default: None, i.e.
             ('x2',) for CARN and ('x2', 'x3') for CARN-M.
         ratio, max_offset, shift_mode, per_channel_shift, gumbel_decay,
-        tau: GhostConv2d arguments (see :func:`ghost_cfg`).
-        Others: As :class:`CARNNet`.
+        tau: GhostConv2d arguments (see :func:`ghost_cfg`), by keyword.
+        Others: As :class:`CARNNet`, by keyword.
     """
 
     def __init__(self,
-                 in_channels: int = 3,
-                 out_channels: int = 3,
-                 mid_channels: int = 64,
-                 num_blocks: int = 3,
-                 upscale_factor: int = 2,
-                 multi_scale: bool = False,
-                 efficient: bool = False,
-                 groups: int = 4,
-                 rgb_mean: Sequence[float] = (0.4488, 0.4371, 0.4040),
                  ghost_upsamplers: Optional[Sequence[str]] = None,
-                 init_cfg: Optional[Dict] = None,
-                 **ghost_args) -> None:
-        super().__init__(in_channels, out_channels, mid_channels, num_blocks,
-                         upscale_factor, multi_scale, efficient, groups,
-                         rgb_mean, init_cfg)
+                 **kwargs) -> None:
+        ghost_args = {k: kwargs.pop(k) for k in GHOST_ARGS if k in kwargs}
+        super().__init__(**kwargs)
         if ghost_upsamplers is None:
-            ghost_upsamplers = ('x2', 'x3') if efficient else ('x2', )
+            ghost_upsamplers = ('x2', 'x3') if self.efficient else ('x2', )
         self.ghost_upsamplers = tuple(
             u for u in ghost_upsamplers if u in self.upsamplers)
         ghostify(self, self.ghost_layer_names(), **ghost_cfg(**ghost_args))
