@@ -47,4 +47,13 @@ GHOSTSR_HOST_DEVICE int64_t candidate_shift(int64_t index, int64_t max_offset) {
   return max_offset - index;
 }
 
+// The epilogue fused into the forward pass: out = act(scale * moved +
+// residual), where moved is 0 outside the image and act is ReLU or the
+// identity. `v < 0` (not `v > 0`) keeps NaN, as torch.relu does.
+template <typename A>
+GHOSTSR_HOST_DEVICE A epilogue(A moved, A residual, A scale, bool relu) {
+  const A v = scale * moved + residual;
+  return relu && v < A(0) ? A(0) : v;
+}
+
 }  // namespace ghostsr

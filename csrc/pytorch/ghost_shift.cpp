@@ -4,6 +4,8 @@
 
 #include <torch/library.h>
 
+#include <algorithm>
+
 namespace ghostsr {
 
 namespace {
@@ -34,10 +36,13 @@ void check_src(const at::Tensor& input, const at::Tensor& src,
   TORCH_CHECK(src.dim() == 1, "ghost_shift: `src` must be 1-D (C_out,), got ",
               "shape ", src.sizes());
   // Reading src on a GPU would synchronise every call; there the kernels
-  // assert the range on the device instead.
+  // assert the range on the device instead. On the CPU a plain loop (src has
+  // one entry per output channel) is cheaper than two reductions.
   if (src.device().is_cpu() && src.numel() > 0) {
-    const auto lo = src.min().item<int64_t>();
-    const auto hi = src.max().item<int64_t>();
+    const auto s = src.to(at::kLong).contiguous();
+    const int64_t* p = s.data_ptr<int64_t>();
+    const auto range = std::minmax_element(p, p + s.numel());
+    const int64_t lo = *range.first, hi = *range.second;
     TORCH_CHECK(lo >= 0 && hi < in_channels,
                 "ghost_shift: `src` values must lie in [0, ", in_channels,
                 ") (the input channels), got values in [", lo, ", ", hi, "]");
@@ -57,10 +62,27 @@ void check_src_offsets(const at::Tensor& input, const at::Tensor& src,
 }  // namespace
 
 int64_t check_forward_args(const at::Tensor& input, const at::Tensor& src,
-                           const at::Tensor& offsets) {
+                           const at::Tensor& offsets,
+                           const std::optional<at::Tensor>& residual) {
   check_feature_tensor(input, "input");
   check_src_offsets(input, src, offsets, input.size(1));
-  return src.size(0);
+  const int64_t Co = src.size(0);
+  if (residual.has_value()) {
+    const auto& r = *residual;
+    check_feature_tensor(r, "residual");
+    TORCH_CHECK(r.scalar_type() == input.scalar_type(),
+                "ghost_shift: `residual` must have the dtype of `input` (",
+                input.scalar_type(), "), got ", r.scalar_type());
+    TORCH_CHECK(r.device() == input.device(),
+                "ghost_shift: `residual` must be on the same device as "
+                "`input` (", input.device(), "), got ", r.device());
+    TORCH_CHECK(r.size(0) == input.size(0) && r.size(1) == Co &&
+                    r.size(2) == input.size(2) && r.size(3) == input.size(3),
+                "ghost_shift: `residual` must have the output's shape (",
+                input.size(0), ", ", Co, ", ", input.size(2), ", ",
+                input.size(3), "), got ", r.sizes());
+  }
+  return Co;
 }
 
 void check_backward_args(const at::Tensor& grad_output, const at::Tensor& src,
@@ -133,9 +155,13 @@ InverseMap inverse_map(const at::Tensor& src, int64_t in_channels) {
 }  // namespace ghostsr
 
 TORCH_LIBRARY(ghostsr, m) {
-  // out[n, c, y, x] = input[n, src[c], y - offsets[c, 0], x - offsets[c, 1]],
-  // zero outside the image.
-  m.def("ghost_shift(Tensor input, Tensor src, Tensor offsets) -> Tensor");
+  // moved[n, c, y, x] = input[n, src[c], y - offsets[c, 0], x - offsets[c, 1]],
+  // zero outside the image; out = act(scale * moved + residual) with act the
+  // identity or ReLU (the epilogue a conv's "sum" and "relu" post-ops would
+  // apply, fused into the same pass).
+  m.def(
+      "ghost_shift(Tensor input, Tensor src, Tensor offsets, "
+      "Tensor? residual=None, float scale=1., bool relu=False) -> Tensor");
   // Gradient of ghost_shift to `input`: the inverse shift, accumulated over
   // the output channels that share a source.
   m.def(

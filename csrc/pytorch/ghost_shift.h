@@ -3,6 +3,7 @@
 
 #include <ATen/ATen.h>
 
+#include <optional>
 #include <vector>
 
 namespace ghostsr {
@@ -10,7 +11,8 @@ namespace ghostsr {
 // Validates the arguments of ghost_shift and returns the number of output
 // channels. Every message names the argument and what was expected.
 int64_t check_forward_args(const at::Tensor& input, const at::Tensor& src,
-                           const at::Tensor& offsets);
+                           const at::Tensor& offsets,
+                           const std::optional<at::Tensor>& residual);
 
 // Validates the arguments of ghost_shift_backward.
 void check_backward_args(const at::Tensor& grad_output, const at::Tensor& src,

@@ -39,7 +39,8 @@ except ImportError as err:  # the extension was not built
 __all__ = [
     'HAS_EXT', 'ghost_shift', 'learnable_ghost_shift',
     'ghost_shift_reference', 'ghost_shift_backward_reference',
-    'ghost_shift_weight_grad_reference', 'candidate_offsets', 'reference_mode'
+    'ghost_shift_weight_grad_reference', 'candidate_offsets', 'reference_mode',
+    'apply_epilogue'
 ]
 
 _warned = False
@@ -122,27 +123,73 @@ def _gather_index(size: int, shift: Tensor):
     return pos.clamp(0, size - 1), inside
 
 
-def ghost_shift_reference(input: Tensor, src: Tensor,
-                          offsets: Tensor) -> Tensor:
+def _check_residual(residual: Tensor, input: Tensor, out_channels: int):
+    _check_feature(residual, 'residual')
+    if residual.dtype != input.dtype:
+        raise ValueError('ghost_shift: `residual` must have the dtype of '
+                         f'`input` ({input.dtype}), got {residual.dtype}')
+    if residual.device != input.device:
+        raise ValueError('ghost_shift: `residual` must be on the same device '
+                         f'as `input` ({input.device}), got {residual.device}')
+    n, _, h, w = input.shape
+    if tuple(residual.shape) != (n, out_channels, h, w):
+        raise ValueError('ghost_shift: `residual` must have the output\'s '
+                         f'shape {(n, out_channels, h, w)}, got '
+                         f'{tuple(residual.shape)}')
+
+
+def ghost_shift_reference(input: Tensor,
+                          src: Tensor,
+                          offsets: Tensor,
+                          residual: Optional[Tensor] = None,
+                          scale: float = 1.0,
+                          relu: bool = False) -> Tensor:
     """Reference of :func:`ghost_shift` by advanced indexing.
 
     Args:
         input (Tensor): Intrinsic features, shape (N, C_in, H, W).
         src (Tensor): int64 (C_out,), the source channel of each output.
         offsets (Tensor): int (C_out, 2), the (dy, dx) shift of each output.
+        residual, scale, relu: The epilogue, as :func:`ghost_shift`.
 
     Returns:
         Tensor: Shape (N, C_out, H, W).
     """
     _check_feature(input, 'input')
     _check_args(input, src, offsets, input.size(1))
+    if residual is not None:
+        _check_residual(residual, input, src.numel())
     h, w = input.shape[-2:]
     offsets = offsets.long()
     ys, in_y = _gather_index(h, offsets[:, 0])  # (C_out, H)
     xs, in_x = _gather_index(w, offsets[:, 1])  # (C_out, W)
     out = input[:, src.long()[:, None, None], ys[:, :, None], xs[:, None, :]]
     mask = (in_y[:, :, None] & in_x[:, None, :]).to(input.dtype)
-    return out * mask
+    return apply_epilogue(out * mask, residual, scale, relu)
+
+
+def apply_epilogue(moved: Tensor,
+                   residual: Optional[Tensor] = None,
+                   scale: float = 1.0,
+                   relu: bool = False,
+                   inplace: bool = False) -> Tensor:
+    """``act(scale * moved + residual)`` with standard ops: what the fused
+    epilogue of :func:`ghost_shift` computes in the same pass.
+
+    Args:
+        inplace (bool): Overwrite ``moved`` (a fresh output that nothing
+            else holds, e.g. a conv's) instead of allocating. Default: False.
+    """
+    if not inplace:
+        out = moved if scale == 1 else moved * scale
+        if residual is not None:
+            out = residual + out
+        return torch.relu(out) if relu else out
+    if scale != 1:
+        moved.mul_(scale)
+    if residual is not None:
+        moved.add_(residual)
+    return moved.relu_() if relu else moved
 
 
 def ghost_shift_backward_reference(grad_output: Tensor, src: Tensor,
@@ -190,7 +237,8 @@ def ghost_shift_weight_grad_reference(grad_output: Tensor, input: Tensor,
 if HAS_EXT:
 
     @torch.library.register_fake('ghostsr::ghost_shift')
-    def _ghost_shift_fake(input, src, offsets):
+    def _ghost_shift_fake(input, src, offsets, residual=None, scale=1.0,
+                          relu=False):
         fmt = (torch.channels_last
                if (not input.is_contiguous() and input.is_contiguous(
                    memory_format=torch.channels_last)) else
@@ -213,15 +261,27 @@ if HAS_EXT:
         return input.new_empty((channels.shape[0], k, k))
 
     def _ghost_shift_setup(ctx, inputs, output):
-        input, src, offsets = inputs
-        ctx.save_for_backward(src, offsets)
+        input, src, offsets, residual, scale, relu = inputs
+        # With ReLU the mask out > 0 comes from the output itself.
+        ctx.save_for_backward(src, offsets, output if relu else None)
         ctx.in_channels = input.shape[1]
+        ctx.scale = scale
 
     def _ghost_shift_backward(ctx, grad):
-        src, offsets = ctx.saved_tensors
-        grad_input = torch.ops.ghostsr.ghost_shift_backward(
-            grad, src, offsets, ctx.in_channels)
-        return grad_input, None, None
+        src, offsets, output = ctx.saved_tensors
+        if output is not None:
+            grad = grad * (output > 0).to(grad.dtype)
+        grad_input = grad_residual = None
+        if ctx.needs_input_grad[0]:
+            grad_input = torch.ops.ghostsr.ghost_shift_backward(
+                grad, src, offsets, ctx.in_channels)
+            if ctx.scale != 1:
+                grad_input = grad_input * ctx.scale
+        # needs_input_grad covers only the arguments actually passed.
+        needs = ctx.needs_input_grad
+        if len(needs) > 3 and needs[3]:
+            grad_residual = grad
+        return (grad_input, None, None, grad_residual, None, None)[:len(needs)]
 
     torch.library.register_autograd(
         'ghostsr::ghost_shift',
@@ -245,7 +305,12 @@ if HAS_EXT:
         setup_context=_backward_setup)
 
 
-def ghost_shift(input: Tensor, src: Tensor, offsets: Tensor) -> Tensor:
+def ghost_shift(input: Tensor,
+                src: Tensor,
+                offsets: Tensor,
+                residual: Optional[Tensor] = None,
+                scale: float = 1.0,
+                relu: bool = False) -> Tensor:
     """Move intrinsic channels into their output places (GhostSR Eq. 1-2).
 
     Args:
@@ -256,14 +321,21 @@ def ghost_shift(input: Tensor, src: Tensor, offsets: Tensor) -> Tensor:
         offsets (Tensor): int (C_out, 2), the (dy, dx) shift of each output
             channel; (0, 0) copies in place. A per-layer shift may be an
             expanded view (no copy is made).
+        residual (Tensor, optional): (N, C_out, H, W), added in the same
+            pass (a residual connection after the layer). Default: None.
+        scale (float): Multiplies the moved values before the residual is
+            added (EDSR's residual scaling). Default: 1.
+        relu (bool): Apply ReLU last. Default: False.
 
     Returns:
-        Tensor: ``out[n, c, y, x] = input[n, src[c], y - dy[c], x - dx[c]]``,
-        zero outside the image, shape (N, C_out, H, W).
+        Tensor: ``act(scale * moved + residual)`` where ``moved[n, c, y, x] =
+        input[n, src[c], y - dy[c], x - dx[c]]``, zero outside the image;
+        shape (N, C_out, H, W). The epilogue costs no extra memory pass.
     """
     if _use_ext():
-        return torch.ops.ghostsr.ghost_shift(input, src, offsets)
-    return ghost_shift_reference(input, src, offsets)
+        return torch.ops.ghostsr.ghost_shift(input, src, offsets, residual,
+                                             scale, relu)
+    return ghost_shift_reference(input, src, offsets, residual, scale, relu)
 
 
 def candidate_offsets(index: Tensor, max_offset: int) -> Tensor:

@@ -105,6 +105,60 @@ def test_eval_is_deterministic_and_inference_graph_identical(name):
     assert not any('shift_logits' in k for k in fixed.state_dict())
 
 
+def _plain_forwards():
+    """Each block that fuses its epilogue into a ghost layer, with the
+    forward it replaces: MMagic's own, or CARN's written out as separate
+    ops (conv, then ReLU / add as their own passes)."""
+    from mmagic.models.archs import ResidualBlockNoBN
+    from mmagic.models.editors.rdn.rdn_net import DenseLayer
+
+    from ghostsr_mm.models.editors.carn import carn_net
+    from ghostsr_mm.models.editors.edsr.ghost_edsr_net import \
+        GhostResidualBlockNoBN
+    from ghostsr_mm.models.editors.rdn.ghost_rdn_net import GhostDenseLayer
+
+    relu = torch.relu
+
+    def carn_block(self, x):
+        return relu(x + self.conv2(relu(self.conv1(x))))
+
+    def carn_m_block(self, x):
+        return relu(x + self.conv3(relu(self.conv2(relu(self.conv1(x))))))
+
+    return [(GhostResidualBlockNoBN, ResidualBlockNoBN.forward),
+            (GhostDenseLayer, DenseLayer.forward),
+            (carn_net.ResidualBlock, carn_block),
+            (carn_net.EfficientResidualBlock, carn_m_block),
+            (carn_net.Upsampler, torch.nn.Sequential.forward)]
+
+
+@pytest.mark.parametrize('name', list(SMALL))
+@pytest.mark.parametrize('train', [False, True])
+def test_fused_epilogues_equal_the_plain_blocks(name, train, monkeypatch):
+    """The blocks' ReLUs, residual scaling and adds ride in the shift's
+    pass; the output equals the blocks as MMagic / CARN define them."""
+    torch.manual_seed(0)
+    extra = dict(res_scale=0.1) if name == 'GhostEDSRNet' else {}
+    model = build_small(name, 2, **extra)
+    for _, layer in model.ghost_layers():
+        with torch.no_grad():
+            layer.shift_logits.normal_()
+        layer.gumbel_decay = 0.0  # no noise after epoch 1: same shifts
+    model.set_gumbel_state(epoch=2)
+    model.train(train)
+    x = torch.rand(2, 3, 9, 11)
+    with torch.no_grad():
+        fused = model(x)
+        fixed = None if train else model.convert_to_inference()(x)
+    for cls, forward in _plain_forwards():
+        monkeypatch.setattr(cls, 'forward', forward)
+    with torch.no_grad():
+        expected = model(x)
+    torch.testing.assert_close(fused, expected)
+    if fixed is not None:
+        torch.testing.assert_close(fixed, expected)
+
+
 def test_carn_multi_scale_picks_upsampler():
     model = build_small('GhostCARNNet', 2, multi_scale=True)
     x = torch.rand(1, 3, 8, 8)

@@ -78,6 +78,67 @@ def test_forward_matches_reference(dtype):
         assert torch.equal(out, expected), name
 
 
+# (residual?, scale, relu): the epilogues the backbones use, and all three.
+EPILOGUES = [(False, 1.0, True), (True, 0.1, False), (True, 1.0, True),
+             (False, -0.5, False)]
+
+
+@pytest.mark.parametrize('dtype', list(TOL))
+@pytest.mark.parametrize('with_residual, scale, relu', EPILOGUES)
+def test_fused_epilogue_matches_standard_ops(dtype, with_residual, scale,
+                                             relu):
+    x, src, offsets = sample(dtype=dtype)
+    residual = torch.randn(2, 8, 5, 6, dtype=torch.float64).to(dtype) \
+        if with_residual else None
+    # Independent of the reference: the plain move, then torch ops in
+    # float64.
+    moved = ghost_shift(x, src, offsets).double()
+    expected = scale * moved
+    if residual is not None:
+        expected = expected + residual.double()
+    if relu:
+        expected = expected.clamp_min(0)
+    for name, xi in layouts(x):
+        res = residual
+        if res is not None and name == 'channels_last':
+            res = res.contiguous(memory_format=torch.channels_last)
+        out = ghost_shift(xi, src, offsets, res, scale, relu)
+        torch.testing.assert_close(out.double(), expected, **TOL[dtype],
+                                   msg=name)
+        ref = ghost_shift_reference(xi, src, offsets, res, scale, relu)
+        torch.testing.assert_close(out, ref, **TOL[dtype], msg=name)
+    # Hand-derived: outside the image a fused channel is act(residual).
+    if residual is not None:
+        out = ghost_shift(x, src, offsets, residual, scale, relu)
+        far = residual[:, 6]  # channel 6 is moved 7 rows down: all outside
+        torch.testing.assert_close(out[:, 6],
+                                   far.clamp_min(0) if relu else far)
+
+
+def test_fused_relu_keeps_nan_like_torch_relu():
+    x = torch.tensor([[[[float('nan'), -1.0, 2.0]]]])
+    out = ghost_shift(x, torch.tensor([0]), torch.zeros(1, 2, dtype=torch.long),
+                      relu=True)
+    assert torch.equal(out.isnan(), torch.relu(x).isnan())
+    assert out[0, 0, 0, 1:].tolist() == [0.0, 2.0]
+
+
+def test_gradcheck_fused_epilogue_float64():
+    x, src, offsets = sample(dtype=torch.float64)
+    x.requires_grad_()
+    residual = torch.randn(2, 8, 5, 6, dtype=torch.float64,
+                           requires_grad=True)
+
+    def fused(t, r):
+        return ghost_shift(t, src, offsets, r, 0.3, True)
+
+    assert torch.autograd.gradcheck(fused, (x, residual), eps=1e-6,
+                                    atol=1e-8, rtol=1e-7)
+    assert torch.autograd.gradgradcheck(fused, (x, residual))
+    assert torch.autograd.gradcheck(
+        lambda t: ghost_shift(t, src, offsets, None, -2.0, False), (x, ))
+
+
 def test_channels_last_in_channels_last_out():
     x, src, offsets = sample()
     out = ghost_shift(
@@ -227,6 +288,9 @@ def test_opcheck():
                           (grad, src, offsets, 4))
     torch.library.opcheck(ops.ghost_shift_weight_grad.default,
                           (grad, x, src, channels, 1))
+    residual = torch.randn(2, 8, 5, 6, requires_grad=True)
+    torch.library.opcheck(ops.ghost_shift.default,
+                          (xr, src, offsets, residual, 0.5, True))
     weight = one_hot_ste(torch.randn(2, 3, 3)).detach().requires_grad_()
     torch.library.opcheck(ops.learnable_ghost_shift.default,
                           (xr, src, channels, weight))
@@ -287,6 +351,13 @@ def test_fuzz_against_reference(n, ci, co, h, w, max_shift, seed, layout):
     for dtype in (torch.float16, torch.bfloat16):
         low = ghost_shift(x.to(dtype), src, offsets)
         torch.testing.assert_close(low.float(), out, **TOL[dtype])
+    residual = torch.randn(n, co, h, w, generator=gen).contiguous(
+        memory_format=torch.channels_last
+        if layout == 'channels_last' else torch.contiguous_format)
+    scale, relu = (0.1, seed % 2 == 0) if seed % 5 else (1.0, True)
+    torch.testing.assert_close(
+        ghost_shift(x, src, offsets, residual, scale, relu),
+        ghost_shift_reference(x, src, offsets, residual, scale, relu))
 
 
 BAD_INPUTS = [
@@ -298,6 +369,23 @@ BAD_INPUTS = [
     (lambda x, s, o: (x, s, o[:3]), r'offsets.*\(C_out, 2\)'),
     (lambda x, s, o: (x, s, o.float()), 'offsets.*integer'),
 ]
+
+
+BAD_RESIDUALS = [
+    (lambda r: r[:, :4], r'residual.*shape \(2, 8, 5, 6\)'),
+    (lambda r: r.double(), 'residual.*dtype'),
+    (lambda r: r[0], 'residual.*4-D'),
+]
+
+
+@pytest.mark.parametrize('make, message', BAD_RESIDUALS)
+def test_bad_residual(make, message):
+    x, src, offsets = sample()
+    residual = make(torch.randn(2, 8, 5, 6))
+    with pytest.raises(RuntimeError, match=message):
+        ops.ghost_shift(x, src, offsets, residual)
+    with pytest.raises(ValueError, match=message):
+        ghost_shift_reference(x, src, offsets, residual)
 
 
 @pytest.mark.parametrize('make, message', BAD_INPUTS)
@@ -351,6 +439,22 @@ def test_cuda_forward_backward_weight_grad(dtype):
     torch.testing.assert_close(
         out.cpu().double(), ref, atol=TOL[dtype]['atol'] * scale * 10,
         rtol=TOL[dtype]['rtol'])
+
+
+@requires_cuda
+@pytest.mark.parametrize('with_residual, scale, relu', EPILOGUES)
+def test_cuda_fused_epilogue(with_residual, scale, relu):
+    x, src, offsets = sample(n=3, ci=4, h=17, w=33)
+    residual = torch.randn(3, 8, 17, 33) if with_residual else None
+    for name, xi in layouts(x):
+        res = residual
+        if res is not None and name == 'channels_last':
+            res = res.contiguous(memory_format=torch.channels_last)
+        out = ghost_shift(xi.cuda(), src.cuda(), offsets.cuda(),
+                          None if res is None else res.cuda(), scale, relu)
+        torch.testing.assert_close(
+            out.cpu(), ghost_shift(xi, src, offsets, res, scale, relu),
+            msg=name)
 
 
 @requires_cuda

@@ -1,12 +1,14 @@
 // CPU kernels of the ghost shift. Planes are moved with whole-row memcpy and
-// memset (no per-element branch in the interior); (n, c) planes run in
-// parallel with at::parallel_for.
+// memset, or one vectorisable loop per row segment when an epilogue is fused
+// (no per-element branch in the interior); (n, c) planes run in parallel with
+// at::parallel_for.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <cstring>
+#include <optional>
 #include <vector>
 
 #include "../ghost_shift.h"
@@ -49,29 +51,84 @@ std::vector<ChannelRun> channel_runs(const std::vector<int64_t>& s,
   return runs;
 }
 
-// dst (H x W) = src (H x W) moved by (dy, dx), zero outside.
+// How moved values reach the output. PlainCopy: memcpy, and memset outside
+// the image. Fused: the epilogue act(scale * moved + residual) of
+// ghost_shift_common.h, as one vectorisable loop per row segment. `r` points
+// at the residual values of the same output positions (unused without one).
 template <typename T>
-void shift_plane(const T* src, T* dst, int64_t H, int64_t W, int64_t dy,
-                 int64_t dx) {
+struct PlainCopy {
+  void moved(T* d, const T* s, const T*, int64_t len) const {
+    std::memcpy(d, s, sizeof(T) * len);
+  }
+  void outside(T* d, const T*, int64_t len) const {
+    std::memset(d, 0, sizeof(T) * len);
+  }
+};
+
+template <typename T, bool kResidual, bool kRelu>
+struct Fused {
+  using A = at::opmath_type<T>;
+  A scale;
+  void moved(T* d, const T* s, const T* r, int64_t len) const {
+    for (int64_t i = 0; i < len; ++i)
+      d[i] = static_cast<T>(epilogue<A>(static_cast<A>(s[i]),
+                                        kResidual ? static_cast<A>(r[i]) : A(0),
+                                        scale, kRelu));
+  }
+  void outside(T* d, const T* r, int64_t len) const {
+    if constexpr (!kResidual) {
+      std::memset(d, 0, sizeof(T) * len);  // act(0) = 0
+    } else {
+      for (int64_t i = 0; i < len; ++i)
+        d[i] = static_cast<T>(
+            epilogue<A>(A(0), static_cast<A>(r[i]), scale, kRelu));
+    }
+  }
+};
+
+// Calls f with the writer of the requested epilogue (a compile-time type, so
+// each variant gets its own branch-free inner loops).
+template <typename T, typename F>
+void with_writer(bool residual, bool relu, double scale, F&& f) {
+  using A = at::opmath_type<T>;
+  const A s = static_cast<A>(scale);
+  if (!residual && !relu && scale == 1.0) return f(PlainCopy<T>{});
+  if (residual && relu) return f(Fused<T, true, true>{s});
+  if (residual) return f(Fused<T, true, false>{s});
+  if (relu) return f(Fused<T, false, true>{s});
+  f(Fused<T, false, false>{s});
+}
+
+template <typename T>
+const T* advance(const T* p, int64_t k) {
+  return p ? p + k : p;
+}
+
+// dst (H x W) = src (H x W) moved by (dy, dx), zero outside, written through
+// `op`; res is the residual plane of dst (or null).
+template <typename T, typename Op>
+void shift_plane(const T* src, T* dst, const T* res, int64_t H, int64_t W,
+                 int64_t dy, int64_t dx, const Op& op) {
   const ShiftRange ry = shifted_range(H, dy);
   const ShiftRange rx = shifted_range(W, dx);
   if (ry.empty() || rx.empty()) {
-    std::memset(dst, 0, sizeof(T) * H * W);
+    op.outside(dst, res, H * W);
     return;
   }
-  std::memset(dst, 0, sizeof(T) * ry.lo * W);
-  std::memset(dst + ry.hi * W, 0, sizeof(T) * (H - ry.hi) * W);
+  op.outside(dst, res, ry.lo * W);
+  op.outside(dst + ry.hi * W, advance(res, ry.hi * W), (H - ry.hi) * W);
   if (dx == 0) {  // the valid rows are one contiguous block
-    std::memcpy(dst + ry.lo * W, src + (ry.lo - dy) * W,
-                sizeof(T) * ry.length() * W);
+    op.moved(dst + ry.lo * W, src + (ry.lo - dy) * W, advance(res, ry.lo * W),
+             ry.length() * W);
     return;
   }
   for (int64_t y = ry.lo; y < ry.hi; ++y) {
     T* d = dst + y * W;
+    const T* r = advance(res, y * W);
     const T* s = src + (y - dy) * W;
-    std::memset(d, 0, sizeof(T) * rx.lo);
-    std::memcpy(d + rx.lo, s + rx.lo - dx, sizeof(T) * rx.length());
-    std::memset(d + rx.hi, 0, sizeof(T) * (W - rx.hi));
+    op.outside(d, r, rx.lo);
+    op.moved(d + rx.lo, s + rx.lo - dx, advance(r, rx.lo), rx.length());
+    op.outside(d + rx.hi, advance(r, rx.hi), W - rx.hi);
   }
 }
 
@@ -104,8 +161,10 @@ A row_dot(const T* a, const T* b, int64_t n) {
 }
 
 at::Tensor ghost_shift_cpu(const at::Tensor& input, const at::Tensor& src,
-                           const at::Tensor& offsets) {
-  const int64_t Co = check_forward_args(input, src, offsets);
+                           const at::Tensor& offsets,
+                           const std::optional<at::Tensor>& residual,
+                           double scale, bool relu) {
+  const int64_t Co = check_forward_args(input, src, offsets, residual);
   const int64_t N = input.size(0), Ci = input.size(1);
   const int64_t H = input.size(2), W = input.size(3);
   const auto s = to_host_vector(src);
@@ -114,46 +173,54 @@ at::Tensor ghost_shift_cpu(const at::Tensor& input, const at::Tensor& src,
   const auto fmt = nhwc ? at::MemoryFormat::ChannelsLast
                         : at::MemoryFormat::Contiguous;
   const auto in = input.contiguous(fmt);
+  const auto res = residual.has_value() ? residual->contiguous(fmt)
+                                        : at::Tensor();
   auto out = at::empty({N, Co, H, W}, input.options().memory_format(fmt));
   if (out.numel() == 0) return out;
 
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, input.scalar_type(), "ghost_shift_cpu", [&] {
         const scalar_t* ip = in.data_ptr<scalar_t>();
+        const scalar_t* rp = res.defined() ? res.data_ptr<scalar_t>() : nullptr;
         scalar_t* op = out.data_ptr<scalar_t>();
-        if (!nhwc) {
-          at::parallel_for(0, N * Co, plane_grain(H * W),
+        with_writer<scalar_t>(rp != nullptr, relu, scale, [&](auto writer) {
+          if (!nhwc) {
+            at::parallel_for(0, N * Co, plane_grain(H * W),
+                             [&](int64_t begin, int64_t end) {
+              for (int64_t nc = begin; nc < end; ++nc) {
+                const int64_t n = nc / Co, c = nc % Co;
+                shift_plane(ip + (n * Ci + s[c]) * H * W, op + nc * H * W,
+                            advance(rp, nc * H * W), H, W, off[2 * c],
+                            off[2 * c + 1], writer);
+              }
+            });
+            return;
+          }
+          // Channels-last: one task per output row; per pixel, each run of
+          // output channels with consecutive sources and one offset (the
+          // intrinsic block and the ghost block of a by-order layer) is one
+          // row segment.
+          const auto runs = channel_runs(s, off);
+          at::parallel_for(0, N * H, plane_grain(W * Co),
                            [&](int64_t begin, int64_t end) {
-            for (int64_t nc = begin; nc < end; ++nc) {
-              const int64_t n = nc / Co, c = nc % Co;
-              shift_plane(ip + (n * Ci + s[c]) * H * W, op + nc * H * W, H, W,
-                          off[2 * c], off[2 * c + 1]);
-            }
-          });
-          return;
-        }
-        // Channels-last: one task per output row; per pixel, each run of
-        // output channels with consecutive sources and one offset (the
-        // intrinsic block and the ghost block of a by-order layer) is one
-        // memcpy.
-        const auto runs = channel_runs(s, off);
-        at::parallel_for(0, N * H, plane_grain(W * Co),
-                         [&](int64_t begin, int64_t end) {
-          for (int64_t ny = begin; ny < end; ++ny) {
-            const int64_t n = ny / H, y = ny % H;
-            for (int64_t x = 0; x < W; ++x) {
-              scalar_t* o = op + (ny * W + x) * Co;
-              for (const auto& r : runs) {
-                const int64_t ys = y - r.dy, xs = x - r.dx;
-                if (ys >= 0 && ys < H && xs >= 0 && xs < W)
-                  std::memcpy(o + r.first,
-                              ip + ((n * H + ys) * W + xs) * Ci + r.src,
-                              sizeof(scalar_t) * r.length);
-                else
-                  std::memset(o + r.first, 0, sizeof(scalar_t) * r.length);
+            for (int64_t ny = begin; ny < end; ++ny) {
+              const int64_t n = ny / H, y = ny % H;
+              for (int64_t x = 0; x < W; ++x) {
+                scalar_t* o = op + (ny * W + x) * Co;
+                const scalar_t* r = advance(rp, (ny * W + x) * Co);
+                for (const auto& run : runs) {
+                  const int64_t ys = y - run.dy, xs = x - run.dx;
+                  if (ys >= 0 && ys < H && xs >= 0 && xs < W)
+                    writer.moved(o + run.first,
+                                 ip + ((n * H + ys) * W + xs) * Ci + run.src,
+                                 advance(r, run.first), run.length);
+                  else
+                    writer.outside(o + run.first, advance(r, run.first),
+                                   run.length);
+                }
               }
             }
-          }
+          });
         });
       });
   return out;
@@ -197,8 +264,9 @@ at::Tensor ghost_shift_backward_cpu(const at::Tensor& grad_output,
             }
             if (last - first == 1) {  // a single reader: a plain inverse shift
               const int64_t c = perm[first];
-              shift_plane(gp + (n * Co + c) * H * W, dst, H, W,
-                          -off[2 * c], -off[2 * c + 1]);
+              shift_plane(gp + (n * Co + c) * H * W, dst,
+                          static_cast<const scalar_t*>(nullptr), H, W,
+                          -off[2 * c], -off[2 * c + 1], PlainCopy<scalar_t>{});
               continue;
             }
             acc.assign(H * W, acc_t(0));

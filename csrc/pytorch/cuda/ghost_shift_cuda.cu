@@ -8,6 +8,8 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
+#include <optional>
+
 #include "../ghost_shift.h"
 #include "ghost_shift_common.h"
 
@@ -36,11 +38,27 @@ OffsetView offset_view(const at::Tensor& offsets64) {
                     offsets64.stride(1)};
 }
 
+// The fused epilogue of the forward kernels: out = act(scale * moved +
+// residual); `res` has the output's layout (null: no residual).
 template <typename T>
+struct ForwardEpilogue {
+  using acc_t = at::opmath_type<T>;
+  const T* __restrict__ res;
+  acc_t scale;
+  bool relu;
+  __device__ __forceinline__ T operator()(bool inside, T moved, int64_t idx) const {
+    const acc_t m = inside ? static_cast<acc_t>(moved) : acc_t(0);
+    const acc_t r = res ? static_cast<acc_t>(res[idx]) : acc_t(0);
+    return static_cast<T>(epilogue(m, r, scale, relu));
+  }
+};
+
+// kFused = false: a plain move (bit-exact copies, zeros outside).
+template <typename T, bool kFused>
 __global__ void shift_forward_nchw(const T* __restrict__ in, T* __restrict__ out,
                                    const int64_t* __restrict__ src, OffsetView off,
-                                   int64_t Ci, int64_t Co, int64_t H, int64_t W,
-                                   int64_t total) {
+                                   ForwardEpilogue<T> ep, int64_t Ci, int64_t Co,
+                                   int64_t H, int64_t W, int64_t total) {
   for (int64_t idx = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; idx < total;
        idx += (int64_t)blockDim.x * gridDim.x) {
     const int64_t x = idx % W;
@@ -50,17 +68,17 @@ __global__ void shift_forward_nchw(const T* __restrict__ in, T* __restrict__ out
     const int64_t s = src[c];
     CUDA_KERNEL_ASSERT(s >= 0 && s < Ci);
     const int64_t ys = y - off.dy(c), xs = x - off.dx(c);
-    out[idx] = (ys >= 0 && ys < H && xs >= 0 && xs < W)
-                   ? in[((n * Ci + s) * H + ys) * W + xs]
-                   : T(0);
+    const bool inside = ys >= 0 && ys < H && xs >= 0 && xs < W;
+    const T moved = inside ? in[((n * Ci + s) * H + ys) * W + xs] : T(0);
+    out[idx] = kFused ? ep(inside, moved, idx) : moved;
   }
 }
 
-template <typename T>
+template <typename T, bool kFused>
 __global__ void shift_forward_nhwc(const T* __restrict__ in, T* __restrict__ out,
                                    const int64_t* __restrict__ src, OffsetView off,
-                                   int64_t Ci, int64_t Co, int64_t H, int64_t W,
-                                   int64_t total) {
+                                   ForwardEpilogue<T> ep, int64_t Ci, int64_t Co,
+                                   int64_t H, int64_t W, int64_t total) {
   for (int64_t idx = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; idx < total;
        idx += (int64_t)blockDim.x * gridDim.x) {
     const int64_t c = idx % Co;
@@ -70,9 +88,9 @@ __global__ void shift_forward_nhwc(const T* __restrict__ in, T* __restrict__ out
     const int64_t s = src[c];
     CUDA_KERNEL_ASSERT(s >= 0 && s < Ci);
     const int64_t ys = y - off.dy(c), xs = x - off.dx(c);
-    out[idx] = (ys >= 0 && ys < H && xs >= 0 && xs < W)
-                   ? in[((n * H + ys) * W + xs) * Ci + s]
-                   : T(0);
+    const bool inside = ys >= 0 && ys < H && xs >= 0 && xs < W;
+    const T moved = inside ? in[((n * H + ys) * W + xs) * Ci + s] : T(0);
+    out[idx] = kFused ? ep(inside, moved, idx) : moved;
   }
 }
 
@@ -148,26 +166,37 @@ __global__ void shift_weight_grad(const T* __restrict__ grad_out, const T* __res
 }
 
 at::Tensor ghost_shift_cuda(const at::Tensor& input, const at::Tensor& src,
-                            const at::Tensor& offsets) {
-  const int64_t Co = check_forward_args(input, src, offsets);
+                            const at::Tensor& offsets,
+                            const std::optional<at::Tensor>& residual, double scale,
+                            bool relu) {
+  const int64_t Co = check_forward_args(input, src, offsets, residual);
   const c10::cuda::CUDAGuard guard(input.device());
   const int64_t N = input.size(0), Ci = input.size(1);
   const int64_t H = input.size(2), W = input.size(3);
   const bool nhwc = use_channels_last(input);
   const auto fmt = nhwc ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
   const auto in = input.contiguous(fmt);
+  const auto res = residual.has_value() ? residual->contiguous(fmt) : at::Tensor();
   const auto src64 = src.to(at::kLong).contiguous();
   const auto off64 = offsets.to(at::kLong);
   auto out = at::empty({N, Co, H, W}, input.options().memory_format(fmt));
   const int64_t total = out.numel();
   if (total == 0) return out;
+  const bool fused = res.defined() || relu || scale != 1.0;
   auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(),
                                   "ghost_shift_cuda", [&] {
-    auto kernel = nhwc ? shift_forward_nhwc<scalar_t> : shift_forward_nchw<scalar_t>;
+    using acc_t = at::opmath_type<scalar_t>;
+    const ForwardEpilogue<scalar_t> ep{
+        res.defined() ? res.data_ptr<scalar_t>() : nullptr, static_cast<acc_t>(scale),
+        relu};
+    auto kernel = nhwc ? (fused ? shift_forward_nhwc<scalar_t, true>
+                                : shift_forward_nhwc<scalar_t, false>)
+                       : (fused ? shift_forward_nchw<scalar_t, true>
+                                : shift_forward_nchw<scalar_t, false>);
     kernel<<<blocks_for(total), kThreads, 0, stream>>>(
         in.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), src64.data_ptr<int64_t>(),
-        offset_view(off64), Ci, Co, H, W, total);
+        offset_view(off64), ep, Ci, Co, H, W, total);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return out;

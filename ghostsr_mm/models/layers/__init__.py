@@ -1,7 +1,8 @@
 from .ghost_conv import (SHIFT_MODES, GhostConv2d, by_order_mapping,
-                         convert_to_inference, ghost_layers, ghostify)
+                         conv_epilogue, convert_to_inference, ghost_layers,
+                         ghostify)
 
 __all__ = [
-    'SHIFT_MODES', 'GhostConv2d', 'by_order_mapping', 'convert_to_inference',
-    'ghost_layers', 'ghostify'
+    'SHIFT_MODES', 'GhostConv2d', 'by_order_mapping', 'conv_epilogue',
+    'convert_to_inference', 'ghost_layers', 'ghostify'
 ]

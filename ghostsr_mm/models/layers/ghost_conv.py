@@ -23,7 +23,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from ghostsr_mm.ops import candidate_offsets, ghost_shift, learnable_ghost_shift
+from ghostsr_mm.ops import (apply_epilogue, candidate_offsets, ghost_shift,
+                            learnable_ghost_shift)
 
 SHIFT_MODES = ('learnable', 'fixed', 'copy', 'dw')
 _IntPair = Union[int, Tuple[int, int]]
@@ -218,20 +219,37 @@ class GhostConv2d(nn.Module):
         offsets[self.ghost_channels] = shifts.expand(self.num_ghost, 2)
         return offsets
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self,
+                x: Tensor,
+                residual: Optional[Tensor] = None,
+                scale: float = 1.0,
+                relu: bool = False) -> Tensor:
+        """The layer's output y, or ``act(scale * y + residual)`` with the
+        optional epilogue (a residual connection, EDSR's residual scaling, a
+        following ReLU), which the shift applies in its own pass: the ghost
+        layer then costs no memory pass beyond the conv's.
+
+        Args:
+            x (Tensor): (N, C_in, H, W).
+            residual (Tensor, optional): (N, C_out, H', W'), added to
+                ``scale * y``. Default: None.
+            scale (float): Multiplies y. Default: 1.
+            relu (bool): ReLU last. Default: False.
+        """
         intrinsic = self.conv(x)
+        src, offsets = self.src, self.offsets
         if self.shift_mode == 'learnable':
             if self.training:
-                return learnable_ghost_shift(intrinsic, self.src,
-                                             self.ghost_channels,
-                                             self.straight_through_weight())
-            return ghost_shift(intrinsic, self.src, self.current_offsets())
-        if self.shift_mode == 'dw':
-            both = torch.cat([intrinsic, self.cheap(intrinsic)], 1)
-            src = self.src.clone()
+                out = learnable_ghost_shift(intrinsic, self.src,
+                                            self.ghost_channels,
+                                            self.straight_through_weight())
+                return apply_epilogue(out, residual, scale, relu, inplace=True)
+            offsets = self.current_offsets()
+        elif self.shift_mode == 'dw':
+            intrinsic = torch.cat([intrinsic, self.cheap(intrinsic)], 1)
+            src = src.clone()
             src[self.ghost_channels] += self.num_intrinsic
-            return ghost_shift(both, src, self.offsets)
-        return ghost_shift(intrinsic, self.src, self.offsets)
+        return ghost_shift(intrinsic, src, offsets, residual, scale, relu)
 
     @torch.no_grad()
     def fix_shift(self) -> None:
@@ -275,6 +293,23 @@ class GhostConv2d(nn.Module):
                 f'ghost={self.num_ghost}, shift_mode={self.shift_mode!r}, '
                 f'max_offset={self.max_offset}, '
                 f'per_channel_shift={self.per_channel_shift}')
+
+
+def conv_epilogue(conv: nn.Module,
+                  x: Tensor,
+                  residual: Optional[Tensor] = None,
+                  scale: float = 1.0,
+                  relu: bool = False) -> Tensor:
+    """``act(scale * conv(x) + residual)`` for a regular or a ghost conv.
+
+    A block written with it serves both a regular model and its ghost
+    version: for a :class:`GhostConv2d` the epilogue is fused into the
+    shift's pass, for an ``nn.Conv2d`` it runs as in-place standard ops on
+    the conv's fresh output.
+    """
+    if isinstance(conv, GhostConv2d):
+        return conv(x, residual, scale, relu)
+    return apply_epilogue(conv(x), residual, scale, relu, inplace=True)
 
 
 def by_order_mapping(out_channels: int, num_intrinsic: int, groups: int = 1):

@@ -20,11 +20,15 @@ from mmengine.model import BaseModule
 from mmagic.registry import MODELS
 from torch import Tensor
 
-from ghostsr_mm.models.layers import ghostify
+from ghostsr_mm.models.layers import conv_epilogue, ghostify
 from ..ghost_base import GhostModelMixin, ghost_cfg
 
 SCALES = (2, 3, 4)
 GHOST_ARGS = tuple(inspect.signature(ghost_cfg).parameters)
+
+
+# The blocks below call their convs through conv_epilogue, so that in a ghost
+# model the ReLUs and residual adds after a ghost layer ride in its shift pass.
 
 
 class ResidualBlock(nn.Module):
@@ -37,7 +41,8 @@ class ResidualBlock(nn.Module):
         self.relu = nn.ReLU(inplace=True)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.relu(x + self.conv2(self.relu(self.conv1(x))))
+        out = conv_epilogue(self.conv1, x, relu=True)
+        return conv_epilogue(self.conv2, out, residual=x, relu=True)
 
     def conv3x3_names(self) -> List[str]:
         return ['conv1', 'conv2']
@@ -55,8 +60,9 @@ class EfficientResidualBlock(nn.Module):
         self.relu = nn.ReLU(inplace=True)
 
     def forward(self, x: Tensor) -> Tensor:
-        out = self.relu(self.conv2(self.relu(self.conv1(x))))
-        return self.relu(x + self.conv3(out))
+        out = conv_epilogue(self.conv1, x, relu=True)
+        out = conv_epilogue(self.conv2, out, relu=True)
+        return conv_epilogue(self.conv3, out, residual=x, relu=True)
 
     def conv3x3_names(self) -> List[str]:
         return ['conv1', 'conv2']
@@ -115,6 +121,11 @@ class Upsampler(nn.Sequential):
                 nn.PixelShuffle(r)
             ]
         super().__init__(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        for i in range(0, len(self), 3):  # (conv, relu, shuffle) steps
+            x = self[i + 2](conv_epilogue(self[i], x, relu=True))
+        return x
 
     def conv_names(self) -> List[str]:
         return [

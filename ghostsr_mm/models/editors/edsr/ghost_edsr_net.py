@@ -1,11 +1,24 @@
 """Ghost EDSR (GhostSR Table 1) on MMagic's EDSRNet."""
 from typing import List, Sequence
 
+from mmagic.models.archs import ResidualBlockNoBN
 from mmagic.models.editors.edsr.edsr_net import EDSRNet
+from mmagic.models.utils import make_layer
 from mmagic.registry import MODELS
+from torch import Tensor
 
-from ghostsr_mm.models.layers import ghostify
+from ghostsr_mm.models.layers import conv_epilogue, ghostify
 from ..ghost_base import GhostModelMixin, ghost_cfg
+
+
+class GhostResidualBlockNoBN(ResidualBlockNoBN):
+    """MMagic's EDSR block (conv-relu-conv, scaled, plus identity) whose
+    ReLU, scaling and residual add ride in the ghost layers' shift pass."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = conv_epilogue(self.conv1, x, relu=True)
+        return conv_epilogue(
+            self.conv2, out, residual=x, scale=self.res_scale)
 
 
 @MODELS.register_module()
@@ -43,6 +56,11 @@ class GhostEDSRNet(GhostModelMixin, EDSRNet):
         super().__init__(in_channels, out_channels, mid_channels, num_blocks,
                          upscale_factor, res_scale, list(rgb_mean),
                          list(rgb_std))
+        self.body = make_layer(
+            GhostResidualBlockNoBN,
+            num_blocks,
+            mid_channels=mid_channels,
+            res_scale=res_scale)
         ghostify(self, self.ghost_layer_names(), **ghost_cfg(**ghost_args))
 
     def ghost_layer_names(self) -> List[str]:

@@ -1,11 +1,22 @@
 """Ghost RDN (GhostSR Table 1) on MMagic's RDNNet."""
 from typing import List
 
-from mmagic.models.editors.rdn.rdn_net import RDNNet
+import torch
+import torch.nn as nn
+from mmagic.models.editors.rdn.rdn_net import DenseLayer, RDNNet
 from mmagic.registry import MODELS
+from torch import Tensor
 
-from ghostsr_mm.models.layers import ghostify
+from ghostsr_mm.models.layers import conv_epilogue, ghostify
 from ..ghost_base import GhostModelMixin, ghost_cfg
+
+
+class GhostDenseLayer(DenseLayer):
+    """MMagic's RDN dense layer (conv, relu, concat with the input) whose
+    ReLU rides in the ghost layer's shift pass."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.cat([x, conv_epilogue(self.conv, x, relu=True)], 1)
 
 
 @MODELS.register_module()
@@ -40,6 +51,12 @@ class GhostRDNNet(GhostModelMixin, RDNNet):
                  **ghost_args) -> None:
         super().__init__(in_channels, out_channels, mid_channels, num_blocks,
                          upscale_factor, num_layers, channel_growth)
+        for rdb in self.rdbs:
+            rdb.layers = nn.Sequential(*[
+                GhostDenseLayer(layer.conv.in_channels,
+                                layer.conv.out_channels)
+                for layer in rdb.layers
+            ])
         ghostify(self, self.ghost_layer_names(), **ghost_cfg(**ghost_args))
 
     def ghost_layer_names(self) -> List[str]:
