@@ -1,13 +1,15 @@
 """Whole models: every ghost model against its regular parent (and a
 Conv-0.5x width reference) in one run.
 
-    python benchmarks/bench_models.py [--repeats 5] [--scales 2]
+    python benchmarks/bench_models.py [--repeats 9] [--scales 2]
         [--models edsr_c256b32 edsr_c64b16 rdn carn carn_m]
         [--no-train] [--compile]
 
 Inference: the ghost models as their inference graph, torch.inference_mode,
 a 3x128x128 LR input on the CPU (3x512x512 on CUDA), median of interleaved
-repeats (regular, ghost, 0.5x, regular, ...). Training: one step (forward,
+repeats (regular, ghost, 0.5x, regular, ...); the latency ratio is the
+ratio of the medians, and the quartiles of the round-by-round ratios show
+how much the machine moved it. The JSON keeps every round's times. Training: one step (forward,
 backward, Adam) on a batch of 16 48x48 patches, EDSR c64b16, regular vs
 ghost with learnable shifts. Peak memory: inference in a fresh process per
 model (peak RSS growth on the CPU, max allocated on CUDA). Writes Markdown
@@ -18,6 +20,7 @@ import json
 import os
 import os.path as osp
 import platform
+import statistics
 import subprocess
 import sys
 
@@ -27,7 +30,7 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import ghostsr_mm  # noqa: E402,F401
 from ghostsr_mm.analysis import (count_flops, count_params,  # noqa: E402
-                                 interleaved_median_times)
+                                 interleaved_times, paired_ratio)
 from ghostsr_mm.models.layers import convert_to_inference  # noqa: E402
 
 MODELS = {
@@ -128,9 +131,11 @@ def bench_inference(kinds, scale, device, repeats, use_compile,
         fns = {v: (torch.compile(m) if use_compile else m)
                for v, m in models.items()}
         with torch.inference_mode():
-            t = interleaved_median_times(
+            raw = interleaved_times(
                 {v: (lambda f=f: f(x)) for v, f in fns.items()},
                 repeats=repeats, warmup=2, sync=sync)
+        t = {v: statistics.median(r) for v, r in raw.items()}
+        _, low, high = paired_ratio(raw, 'ghost', 'regular')
         flops = {v: count_flops(m, (3, size, size), device)
                  for v, m in models.items()}
         params = {v: count_params(m) for v, m in models.items()}
@@ -139,7 +144,9 @@ def bench_inference(kinds, scale, device, repeats, use_compile,
         rows.append(dict(
             model=f'{kind} x{scale}', input=f'3x{size}x{size}',
             params=params, flops=flops, latency_s=t, peak_bytes=mem,
+            latency_rounds_s=raw,
             latency_ratio=t['ghost'] / t['regular'],
+            round_ratio_quartiles=(low, high),
             half_latency_ratio=t['half'] / t['regular'],
             flops_ratio=flops['ghost'] / flops['regular'],
             memory_ratio=mem['ghost'] / max(mem['regular'], 1)))
@@ -170,14 +177,17 @@ def bench_training(device, repeats):
 
         steps[name] = step
     sync = torch.cuda.synchronize if device == 'cuda' else (lambda: None)
-    t = interleaved_median_times(steps, repeats=repeats, warmup=2, sync=sync)
+    raw = interleaved_times(steps, repeats=repeats, warmup=2, sync=sync)
+    t = {v: statistics.median(r) for v, r in raw.items()}
+    _, low, high = paired_ratio(raw, 'ghost', 'regular')
     return dict(model='edsr_c64b16 x2 train step', batch='16x3x48x48',
-                latency_s=t, ratio=t['ghost'] / t['regular'])
+                latency_s=t, ratio=t['ghost'] / t['regular'],
+                round_ratio_quartiles=(low, high), latency_rounds_s=raw)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser()
-    parser.add_argument('--repeats', type=int, default=5)
+    parser.add_argument('--repeats', type=int, default=9)
     parser.add_argument('--scales', type=int, nargs='+', default=[2])
     parser.add_argument('--models', nargs='+', default=list(MODELS))
     parser.add_argument('--no-train', action='store_true')
@@ -197,9 +207,10 @@ def main(argv=None):
                                 args.compile, args.channels_last)
     layout = 'channels_last' if args.channels_last else 'NCHW'
     print(f'\n### whole models, {device} ({machine}), inference, '
-          f'{layout}\n')
+          f'{layout}' + (', torch.compile' if args.compile else '') + '\n')
     print('| model | input | params reg / ghost (M) | FLOPs ratio | '
-          'latency reg / ghost / 0.5x (ms) | latency ratio | 0.5x ratio | '
+          'latency reg / ghost / 0.5x (ms) | latency ratio (round quartiles) | '
+          '0.5x ratio | '
           'peak mem ratio |')
     print('|---|---|---|---|---|---|---|---|')
     for r in rows:
@@ -208,7 +219,9 @@ def main(argv=None):
               f"{r['params']['regular'] / 1e6:.2f} / "
               f"{r['params']['ghost'] / 1e6:.2f} | {r['flops_ratio']:.3f} | "
               f"{t['regular'] * 1e3:.0f} / {t['ghost'] * 1e3:.0f} / "
-              f"{t['half'] * 1e3:.0f} | {r['latency_ratio']:.3f} | "
+              f"{t['half'] * 1e3:.0f} | {r['latency_ratio']:.3f} "
+              f"({r['round_ratio_quartiles'][0]:.2f}-"
+              f"{r['round_ratio_quartiles'][1]:.2f}) | "
               f"{r['half_latency_ratio']:.3f} | {r['memory_ratio']:.2f} |")
     train = None
     if not args.no_train:
@@ -216,10 +229,14 @@ def main(argv=None):
         t = train['latency_s']
         print(f"\ntraining step ({train['batch']}): regular "
               f"{t['regular'] * 1e3:.0f} ms, ghost (learnable shift) "
-              f"{t['ghost'] * 1e3:.0f} ms, ratio {train['ratio']:.3f}")
+              f"{t['ghost'] * 1e3:.0f} ms, ratio {train['ratio']:.3f} "
+              f"(round by round: quartiles "
+              f"{train['round_ratio_quartiles'][0]:.2f}-"
+              f"{train['round_ratio_quartiles'][1]:.2f})")
     os.makedirs(osp.join(osp.dirname(__file__), 'results'), exist_ok=True)
-    name = f'models_{device}' + ('_channels_last' if args.channels_last
-                                 else '')
+    name = (f'models_{device}' + ('_channels_last' if args.channels_last
+                                  else '') +
+            ('_compile' if args.compile else ''))
     with open(osp.join(osp.dirname(__file__), 'results', f'{name}.json'),
               'w') as f:
         json.dump(dict(machine=machine, compile=args.compile,

@@ -3,7 +3,8 @@ pad + slice + concat, and a GhostConv layer against the convs it replaces.
 
     python benchmarks/bench_shift.py [--repeats 30] [--size 128]
 
-Median of interleaved repeats, one run; ratios are within that run. CPU
+Median of interleaved repeats, one run; ratios are of the medians, within
+that run. CPU
 always, CUDA when a GPU is visible. Writes a Markdown table to stdout and
 JSON to benchmarks/results/shift_<device>.json.
 """
@@ -12,14 +13,15 @@ import json
 import os
 import os.path as osp
 import platform
+import statistics
 import sys
 
 import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-from ghostsr_mm.analysis import interleaved_median_times  # noqa: E402
-from ghostsr_mm.models.layers import GhostConv2d  # noqa: E402
+from ghostsr_mm.analysis import interleaved_times, paired_ratio  # noqa: E402
+from ghostsr_mm.models.layers import GhostConv2d, conv_epilogue  # noqa: E402
 from ghostsr_mm.ops import ghost_shift  # noqa: E402
 
 ops = torch.ops.ghostsr
@@ -45,7 +47,7 @@ def bench_op(channels, size, device, repeats):
     ghosts = torch.arange(m, channels, device=device)
     sync = torch.cuda.synchronize if device == 'cuda' else (lambda: None)
     with torch.no_grad():
-        t = interleaved_median_times(
+        raw = interleaved_times(
             {
                 'op': lambda: ghost_shift(x, src, offsets),
                 'clone': lambda: out.clone(),
@@ -57,11 +59,13 @@ def bench_op(channels, size, device, repeats):
             },
             repeats=repeats,
             sync=sync)
+    t = {k: statistics.median(v) for k, v in raw.items()}
     return dict(
         shape=f'1x{channels}x{size}x{size}',
         **{f'{k}_ms': v * 1e3
            for k, v in t.items()},
         op_over_clone=t['op'] / t['clone'],
+        op_over_clone_round_quartiles=paired_ratio(raw, 'op', 'clone')[1:],
         naive_over_op=t['naive'] / t['op'],
         backward_over_forward=t['backward'] / t['op'],
         weight_grad_over_forward=t['weight_grad'] / t['op'])
@@ -76,20 +80,33 @@ def bench_layer(channels, size, device, repeats):
     ghost.offsets[channels // 2:] = torch.tensor([1, -1])
     sync = torch.cuda.synchronize if device == 'cuda' else (lambda: None)
     with torch.no_grad():
-        t = interleaved_median_times(
+        raw = interleaved_times(
             {
                 'full': lambda: full(x),
                 'half': lambda: half(x),
-                'ghost': lambda: ghost(x)
+                'ghost': lambda: ghost(x),
+                # as the backbones use them: followed by a ReLU
+                'full_relu': lambda: conv_epilogue(full, x, relu=True),
+                'half_relu': lambda: conv_epilogue(half, x, relu=True),
+                'ghost_relu': lambda: conv_epilogue(ghost, x, relu=True),
             },
             repeats=repeats,
             sync=sync)
+
+    t = {k: statistics.median(v) for k, v in raw.items()}
+
+    def overhead(g, h, f):
+        return (t[g] - t[h]) / t[f]
+
     return dict(
         shape=f'1x{channels}x{size}x{size}',
         **{f'{k}_ms': v * 1e3
            for k, v in t.items()},
         ghost_over_full=t['ghost'] / t['full'],
-        overhead_vs_half_in_full=(t['ghost'] - t['half']) / t['full'])
+        overhead_vs_half_in_full=overhead('ghost', 'half', 'full'),
+        relu_ghost_over_full=t['ghost_relu'] / t['full_relu'],
+        relu_overhead_vs_half_in_full=overhead('ghost_relu', 'half_relu',
+                                               'full_relu'))
 
 
 def main(argv=None):
@@ -108,21 +125,28 @@ def main(argv=None):
                    f'{platform.processor() or platform.machine()}, '
                    f'{torch.get_num_threads()} threads')
         print(f'\n### ghost shift op, {device} ({machine})\n')
-        print('| output | op (ms) | clone (ms) | op / clone | naive / op | '
+        print('| output | op (ms) | clone (ms) | op / clone (round quartiles) '
+              '| naive / op | '
               'backward / forward | weight grad / forward |')
         print('|---|---|---|---|---|---|---|')
         for r in ops_rows:
+            q = r['op_over_clone_round_quartiles']
             print(f"| {r['shape']} | {r['op_ms']:.3f} | {r['clone_ms']:.3f} "
-                  f"| {r['op_over_clone']:.2f} | {r['naive_over_op']:.2f} | "
+                  f"| {r['op_over_clone']:.2f} ({q[0]:.2f}-{q[1]:.2f}) | "
+                  f"{r['naive_over_op']:.2f} | "
                   f"{r['backward_over_forward']:.2f} | "
                   f"{r['weight_grad_over_forward']:.2f} |")
         print('\n| layer input | full conv (ms) | half conv (ms) | GhostConv '
               '(ms) | ghost / full | (ghost - half) / full |')
         print('|---|---|---|---|---|---|')
         for r in layer_rows:
-            print(f"| {r['shape']} | {r['full_ms']:.3f} | {r['half_ms']:.3f} "
-                  f"| {r['ghost_ms']:.3f} | {r['ghost_over_full']:.3f} | "
-                  f"{r['overhead_vs_half_in_full'] * 100:.1f}% |")
+            for tag, key in (('', ''), (' + ReLU', 'relu_')):
+                pre = key.rstrip('_')
+                ms = [r[f'{k}_{pre}_ms' if pre else f'{k}_ms']
+                      for k in ('full', 'half', 'ghost')]
+                print(f"| {r['shape']}{tag} | {ms[0]:.3f} | {ms[1]:.3f} | "
+                      f"{ms[2]:.3f} | {r[key + 'ghost_over_full']:.3f} | "
+                      f"{r[key + 'overhead_vs_half_in_full'] * 100:.1f}% |")
         os.makedirs(osp.join(osp.dirname(__file__), 'results'),
                     exist_ok=True)
         with open(osp.join(osp.dirname(__file__), 'results',

@@ -2,13 +2,16 @@
 by tools/analysis/complexity.py, the demo and the benchmarks."""
 import statistics
 import time
-from typing import Callable, Dict, Sequence
+from typing import Callable, Dict, List, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 from mmengine.analysis import FlopAnalyzer
 
-__all__ = ['count_params', 'count_flops', 'interleaved_median_times']
+__all__ = [
+    'count_params', 'count_flops', 'interleaved_times',
+    'interleaved_median_times', 'paired_ratio'
+]
 
 # The shift moves memory and costs no FLOPs (GhostSR Sec. 3.1); telling the
 # analyser so leaves no "unsupported operator" warning for our ops.
@@ -42,13 +45,13 @@ def count_flops(model: nn.Module, shape: Sequence[int],
     return int(analyzer.total())
 
 
-def interleaved_median_times(fns: Dict[str, Callable[[], object]],
-                             repeats: int = 10,
-                             warmup: int = 2,
-                             sync: Callable[[], None] = lambda: None
-                             ) -> Dict[str, float]:
-    """Median seconds per call of each function, timed A B C A B C ... so
-    that drifts of the machine hit every candidate alike.
+def interleaved_times(fns: Dict[str, Callable[[], object]],
+                      repeats: int = 10,
+                      warmup: int = 2,
+                      sync: Callable[[], None] = lambda: None
+                      ) -> Dict[str, List[float]]:
+    """Seconds of every timed call of each function, timed A B C A B C ...
+    so that drifts of the machine hit every candidate alike.
 
     Args:
         fns (dict): name -> zero-argument callable.
@@ -56,6 +59,9 @@ def interleaved_median_times(fns: Dict[str, Callable[[], object]],
         warmup (int): Untimed rounds first. Default: 2.
         sync (callable): Called before reading the clock (e.g.
             ``torch.cuda.synchronize``).
+
+    Returns:
+        dict: name -> the ``repeats`` times, round by round.
     """
     for _ in range(warmup):
         for fn in fns.values():
@@ -68,4 +74,33 @@ def interleaved_median_times(fns: Dict[str, Callable[[], object]],
             fn()
             sync()
             times[name].append(time.perf_counter() - start)
+    return times
+
+
+def interleaved_median_times(fns: Dict[str, Callable[[], object]],
+                             repeats: int = 10,
+                             warmup: int = 2,
+                             sync: Callable[[], None] = lambda: None
+                             ) -> Dict[str, float]:
+    """Median seconds per call of each function, from
+    :func:`interleaved_times` (same arguments)."""
+    times = interleaved_times(fns, repeats, warmup, sync)
     return {name: statistics.median(t) for name, t in times.items()}
+
+
+def paired_ratio(times: Dict[str, List[float]], num: str,
+                 den: str) -> Tuple[float, float, float]:
+    """The time ratio ``num / den`` from :func:`interleaved_times`, round by
+    round: each ratio compares two calls made seconds apart, so a machine
+    that speeds up or slows down between rounds moves it less than it
+    moves the ratio of the two medians.
+
+    Returns:
+        tuple: (median, lower quartile, upper quartile) of the per-round
+        ratios.
+    """
+    ratios = [a / b for a, b in zip(times[num], times[den])]
+    if len(ratios) < 2:
+        return ratios[0], ratios[0], ratios[0]
+    low, mid, high = statistics.quantiles(ratios, n=4, method='inclusive')
+    return mid, low, high

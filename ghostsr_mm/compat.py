@@ -9,6 +9,7 @@ import importlib.machinery
 import importlib.util
 import sys
 import types
+import warnings
 from typing import Callable, List
 
 import numpy as np
@@ -17,7 +18,7 @@ import torch
 __all__ = [
     'apply', 'mmcv_has_compiled_ops', 'install_mmcv_ext_placeholder',
     'checkpoint_safe_globals', 'allow_mmengine_checkpoints',
-    'allow_cpu_distributed'
+    'allow_cpu_distributed', 'silence_diffusers_pytree_warning'
 ]
 
 # ---------------------------------------------------------------------------
@@ -167,8 +168,30 @@ def allow_cpu_distributed() -> bool:
     return True
 
 
+# ---------------------------------------------------------------------------
+# 4. diffusers 0.24 (imported by MMagic) calls a deprecated torch function.
+#
+# `diffusers/utils/outputs.py` registers its output classes with
+# `torch.utils._pytree._register_pytree_node`, which torch >= 2.2 marks
+# deprecated: every process that imports MMagic prints the same
+# FutureWarning three times, on every tool run. Only that message, issued
+# from diffusers, is silenced.
+# ---------------------------------------------------------------------------
+
+
+def silence_diffusers_pytree_warning() -> None:
+    """Ignore diffusers' deprecated-pytree FutureWarning (nothing else)."""
+    warnings.filterwarnings(
+        'ignore',
+        message=r'`torch\.utils\._pytree\._register_pytree_node` is '
+        r'deprecated',
+        category=FutureWarning,
+        module=r'diffusers\.')
+
+
 def apply() -> None:
     """Apply every fix whose problem is present."""
+    silence_diffusers_pytree_warning()
     install_mmcv_ext_placeholder()
     allow_mmengine_checkpoints()
     allow_cpu_distributed()

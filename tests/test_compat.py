@@ -107,3 +107,15 @@ def test_pytorch_launcher_on_a_machine_without_gpu(with_fix):
     else:
         assert out.returncode != 0
         assert 'NVIDIA driver' in out.stderr
+
+
+def test_importing_the_plugin_prints_no_diffusers_pytree_warning():
+    # Defining a diffusers output class (as MMagic's imports do) warns.
+    vae = 'from diffusers.models import AutoencoderKL'
+    loud = subprocess.run([sys.executable, '-c', vae],
+                          capture_output=True, text=True, check=True)
+    assert '_register_pytree_node` is deprecated' in loud.stderr
+    quiet = subprocess.run(
+        [sys.executable, '-c', f'import ghostsr_mm; {vae}'],
+        capture_output=True, text=True, check=True)
+    assert '_register_pytree_node' not in quiet.stderr

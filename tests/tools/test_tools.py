@@ -212,3 +212,18 @@ def test_load_generator_rejects_other_architecture(tmp_path):
                              out_channels=3, mid_channels=8, num_blocks=1))
     with pytest.raises(ValueError, match='does not match GhostEDSRNet'):
         load_generator(edsr, str(tmp_path / 'rdn.pth'))
+
+
+def test_interleaved_times_and_paired_ratio():
+    from ghostsr_mm.analysis import interleaved_times, paired_ratio
+    order = []
+    times = interleaved_times(
+        {'a': lambda: order.append('a'), 'b': lambda: order.append('b')},
+        repeats=3, warmup=1)
+    assert order == ['a', 'b'] * 4  # warm-up, then interleaved rounds
+    assert [len(t) for t in times.values()] == [3, 3]
+    # Hand-derived: round ratios 0.5, 1, 2, 2 -> inclusive quartiles
+    # 0.875 and 2, median 1.5 (the ratio of the medians would be 1.0).
+    median, low, high = paired_ratio(
+        {'a': [2.0, 3.0, 4.0, 10.0], 'b': [4.0, 3.0, 2.0, 5.0]}, 'a', 'b')
+    assert (median, low, high) == (1.5, 0.875, 2.0)
