@@ -180,6 +180,10 @@ def apply_epilogue(moved: Tensor,
         inplace (bool): Overwrite ``moved`` (a fresh output that nothing
             else holds, e.g. a conv's) instead of allocating. Default: False.
     """
+    if residual is not None and residual.shape != moved.shape:
+        raise ValueError('ghost_shift: `residual` must have the output\'s '
+                         f'shape {tuple(moved.shape)}, got '
+                         f'{tuple(residual.shape)}')
     if not inplace:
         out = moved if scale == 1 else moved * scale
         if residual is not None:

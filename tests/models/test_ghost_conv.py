@@ -167,3 +167,24 @@ def test_bad_configuration(kwargs, message):
     args.update(kwargs)
     with pytest.raises(ValueError, match=message):
         GhostConv2d(**args)
+
+
+@pytest.mark.parametrize('mode, train', [('learnable', True),
+                                         ('learnable', False), ('fixed', False),
+                                         ('copy', True), ('dw', False)])
+def test_epilogue_equals_standard_ops_after_the_layer(mode, train):
+    torch.manual_seed(0)
+    layer = GhostConv2d(4, 8, 3, padding=1, shift_mode=mode).train(train)
+    if mode == 'fixed':
+        layer.offsets[4:] = torch.tensor([1, -1])
+    if mode == 'learnable':
+        layer.gumbel_decay, layer.gumbel_epoch = 0.0, 2  # no noise
+    x = torch.randn(2, 4, 6, 7)
+    residual = torch.randn(2, 8, 6, 7)
+    with torch.no_grad():
+        plain = layer(x)
+        fused = layer(x, residual, 0.5, True)
+    torch.testing.assert_close(fused, torch.relu(residual + 0.5 * plain))
+    with pytest.raises((ValueError, RuntimeError),
+                       match=r'residual.*shape \(2, 8, 6, 7\)'):
+        layer(x, residual[:, :4])
