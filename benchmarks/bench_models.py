@@ -3,7 +3,7 @@ Conv-0.5x width reference) in one run.
 
     python benchmarks/bench_models.py [--repeats 9] [--scales 2]
         [--models edsr_c256b32 edsr_c64b16 rdn carn carn_m]
-        [--no-train] [--compile]
+        [--no-train] [--compile] [--ablate-fusion] [--channels-last]
 
 Inference: the ghost models as their inference graph, torch.inference_mode,
 a 3x128x128 LR input on the CPU (3x512x512 on CUDA), median of interleaved
@@ -31,7 +31,9 @@ sys.path.insert(0, ROOT)
 import ghostsr_mm  # noqa: E402,F401
 from ghostsr_mm.analysis import (count_flops, count_params,  # noqa: E402
                                  interleaved_times, paired_ratio)
-from ghostsr_mm.models.layers import convert_to_inference  # noqa: E402
+from ghostsr_mm.models.layers import (GhostConv2d,  # noqa: E402
+                                      convert_to_inference, ghost_layers)
+from ghostsr_mm.ops import apply_epilogue  # noqa: E402
 
 MODELS = {
     'edsr_c256b32': ('EDSRNet', 'GhostEDSRNet',
@@ -53,9 +55,12 @@ def build(kind, scale, variant):
     from mmagic.registry import MODELS as REGISTRY
     regular, ghost, kwargs, width_key = MODELS[kind]
     cfg = dict(kwargs, upscale_factor=scale)
-    if variant == 'ghost':
-        return convert_to_inference(
+    if variant in ('ghost', 'unfused'):
+        model = convert_to_inference(
             REGISTRY.build(dict(type=ghost, **cfg)), inplace=True)
+        if variant == 'unfused':
+            unfuse_epilogues(model)
+        return model
     if variant == 'half':
         default = 64
         cfg[width_key] = cfg.get(width_key, default) // 2
@@ -117,8 +122,21 @@ def peak_memory(kind, scale, variant, device, size):
     return int(out.stdout.strip().splitlines()[-1])
 
 
+def unfuse_epilogues(model):
+    """Make every ghost layer run the ReLU / residual add that its block
+    asks for as separate (in-place) ops after the shift, as before the
+    epilogue was fused: the ablation of the fusion."""
+    for _, layer in ghost_layers(model):
+
+        def forward(x, residual=None, scale=1.0, relu=False, layer=layer):
+            out = GhostConv2d.forward(layer, x)
+            return apply_epilogue(out, residual, scale, relu, inplace=True)
+
+        layer.forward = forward
+
+
 def bench_inference(kinds, scale, device, repeats, use_compile,
-                    channels_last=False):
+                    channels_last=False, ablate_fusion=False):
     size = 512 if device == 'cuda' else 128
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     x = torch.rand(1, 3, size, size, device=device).contiguous(
@@ -126,8 +144,10 @@ def bench_inference(kinds, scale, device, repeats, use_compile,
     sync = torch.cuda.synchronize if device == 'cuda' else (lambda: None)
     rows = []
     for kind in kinds:
+        variants = ('regular', 'ghost', 'half') + (
+            ('unfused', ) if ablate_fusion else ())
         models = {v: build(kind, scale, v).to(device, memory_format=fmt)
-                  for v in ('regular', 'ghost', 'half')}
+                  for v in variants}
         fns = {v: (torch.compile(m) if use_compile else m)
                for v, m in models.items()}
         with torch.inference_mode():
@@ -137,7 +157,7 @@ def bench_inference(kinds, scale, device, repeats, use_compile,
         t = {v: statistics.median(r) for v, r in raw.items()}
         _, low, high = paired_ratio(raw, 'ghost', 'regular')
         flops = {v: count_flops(m, (3, size, size), device)
-                 for v, m in models.items()}
+                 for v, m in models.items() if v != 'unfused'}
         params = {v: count_params(m) for v, m in models.items()}
         mem = {v: peak_memory(kind, scale, v, device, size)
                for v in ('regular', 'ghost')}
@@ -148,6 +168,8 @@ def bench_inference(kinds, scale, device, repeats, use_compile,
             latency_ratio=t['ghost'] / t['regular'],
             round_ratio_quartiles=(low, high),
             half_latency_ratio=t['half'] / t['regular'],
+            unfused_latency_ratio=(t['unfused'] / t['regular']
+                                   if ablate_fusion else None),
             flops_ratio=flops['ghost'] / flops['regular'],
             memory_ratio=mem['ghost'] / max(mem['regular'], 1)))
     return rows
@@ -194,6 +216,9 @@ def main(argv=None):
     parser.add_argument('--compile', action='store_true',
                         help='torch.compile every model first')
     parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
+    parser.add_argument('--ablate-fusion', action='store_true',
+                        help='also time the ghost models with the '
+                        'ReLU / residual epilogue run as separate ops')
     parser.add_argument('--channels-last', action='store_true',
                         help='channels_last models and inputs')
     args = parser.parse_args(argv)
@@ -204,7 +229,8 @@ def main(argv=None):
     rows = []
     for scale in args.scales:
         rows += bench_inference(args.models, scale, device, args.repeats,
-                                args.compile, args.channels_last)
+                                args.compile, args.channels_last,
+                                args.ablate_fusion)
     layout = 'channels_last' if args.channels_last else 'NCHW'
     print(f'\n### whole models, {device} ({machine}), inference, '
           f'{layout}' + (', torch.compile' if args.compile else '') + '\n')
@@ -223,6 +249,12 @@ def main(argv=None):
               f"({r['round_ratio_quartiles'][0]:.2f}-"
               f"{r['round_ratio_quartiles'][1]:.2f}) | "
               f"{r['half_latency_ratio']:.3f} | {r['memory_ratio']:.2f} |")
+    if args.ablate_fusion:
+        print('\n| model | ghost, epilogue fused / regular | ghost, epilogue '
+              'unfused / regular |\n|---|---|---|')
+        for r in rows:
+            print(f"| {r['model']} | {r['latency_ratio']:.3f} | "
+                  f"{r['unfused_latency_ratio']:.3f} |")
     train = None
     if not args.no_train:
         train = bench_training(device, max(args.repeats, 5))
@@ -236,7 +268,8 @@ def main(argv=None):
     os.makedirs(osp.join(osp.dirname(__file__), 'results'), exist_ok=True)
     name = (f'models_{device}' + ('_channels_last' if args.channels_last
                                   else '') +
-            ('_compile' if args.compile else ''))
+            ('_compile' if args.compile else '') +
+            ('_ablate_fusion' if args.ablate_fusion else ''))
     with open(osp.join(osp.dirname(__file__), 'results', f'{name}.json'),
               'w') as f:
         json.dump(dict(machine=machine, compile=args.compile,
