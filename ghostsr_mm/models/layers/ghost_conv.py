@@ -226,8 +226,8 @@ class GhostConv2d(nn.Module):
                 relu: bool = False) -> Tensor:
         """The layer's output y, or ``act(scale * y + residual)`` with the
         optional epilogue (a residual connection, EDSR's residual scaling, a
-        following ReLU), which the shift applies in its own pass: the ghost
-        layer then costs no memory pass beyond the conv's.
+        following ReLU), which the shift applies while it writes y: the
+        epilogue costs no memory pass of its own.
 
         Args:
             x (Tensor): (N, C_in, H, W).
