@@ -18,7 +18,7 @@ import torch
 __all__ = [
     'apply', 'mmcv_has_compiled_ops', 'install_mmcv_ext_placeholder',
     'checkpoint_safe_globals', 'allow_mmengine_checkpoints',
-    'allow_cpu_distributed', 'silence_diffusers_pytree_warning'
+    'allow_cpu_distributed', 'silence_dependency_import_warnings'
 ]
 
 # ---------------------------------------------------------------------------
@@ -169,29 +169,35 @@ def allow_cpu_distributed() -> bool:
 
 
 # ---------------------------------------------------------------------------
-# 4. diffusers 0.24 (imported by MMagic) calls a deprecated torch function.
+# 4. Deprecation warnings that MMagic's dependencies print on every import.
 #
-# `diffusers/utils/outputs.py` registers its output classes with
+# `diffusers/utils/outputs.py` (0.24) registers its output classes with
 # `torch.utils._pytree._register_pytree_node`, which torch >= 2.2 marks
-# deprecated: every process that imports MMagic prints the same
-# FutureWarning three times, on every tool run. Only that message, issued
-# from diffusers, is silenced.
+# deprecated, and mmengine imports `pkg_resources`, which setuptools 80
+# (pinned because mmengine needs it) marks deprecated: every process that
+# imports MMagic prints these FutureWarning / UserWarnings, each several
+# times, on every tool run. Only those two messages are silenced.
 # ---------------------------------------------------------------------------
 
 
-def silence_diffusers_pytree_warning() -> None:
-    """Ignore diffusers' deprecated-pytree FutureWarning (nothing else)."""
+def silence_dependency_import_warnings() -> None:
+    """Ignore diffusers' deprecated-pytree FutureWarning and the
+    pkg_resources deprecation UserWarning (nothing else)."""
     warnings.filterwarnings(
         'ignore',
         message=r'`torch\.utils\._pytree\._register_pytree_node` is '
         r'deprecated',
         category=FutureWarning,
         module=r'diffusers\.')
+    warnings.filterwarnings(
+        'ignore',
+        message=r'pkg_resources is deprecated as an API',
+        category=UserWarning)
 
 
 def apply() -> None:
     """Apply every fix whose problem is present."""
-    silence_diffusers_pytree_warning()
+    silence_dependency_import_warnings()
     install_mmcv_ext_placeholder()
     allow_mmengine_checkpoints()
     allow_cpu_distributed()
