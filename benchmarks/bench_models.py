@@ -9,9 +9,9 @@ Inference: the ghost models as their inference graph, torch.inference_mode,
 a 3x128x128 LR input on the CPU (3x512x512 on CUDA), median of interleaved
 repeats (regular, ghost, 0.5x, regular, ...); the latency ratio is the
 ratio of the medians, and the quartiles of the round-by-round ratios show
-how much the machine moved it. The JSON keeps every round's times. Training: one step (forward,
-backward, Adam) on a batch of 16 48x48 patches, EDSR c64b16, regular vs
-ghost with learnable shifts. Peak memory: inference in a fresh process per
+how much the machine moved it; the JSON keeps every round's times.
+Training: one step (forward, backward, Adam) on a batch of 16 48x48
+patches, EDSR c64b16, regular vs ghost with learnable shifts. Peak memory: inference in a fresh process per
 model (peak RSS growth on the CPU, max allocated on CUDA). Writes Markdown
 to stdout and JSON to benchmarks/results/models_<device>.json.
 """
@@ -235,9 +235,8 @@ def main(argv=None):
     print(f'\n### whole models, {device} ({machine}), inference, '
           f'{layout}' + (', torch.compile' if args.compile else '') + '\n')
     print('| model | input | params reg / ghost (M) | FLOPs ratio | '
-          'latency reg / ghost / 0.5x (ms) | latency ratio (round quartiles) | '
-          '0.5x ratio | '
-          'peak mem ratio |')
+          'latency reg / ghost / 0.5x (ms) | '
+          'latency ratio (round quartiles) | 0.5x ratio | peak mem ratio |')
     print('|---|---|---|---|---|---|---|---|')
     for r in rows:
         t = r['latency_s']

@@ -169,9 +169,9 @@ def test_bad_configuration(kwargs, message):
         GhostConv2d(**args)
 
 
-@pytest.mark.parametrize('mode, train', [('learnable', True),
-                                         ('learnable', False), ('fixed', False),
-                                         ('copy', True), ('dw', False)])
+@pytest.mark.parametrize('mode, train', [
+    ('learnable', True), ('learnable', False), ('fixed', False),
+    ('copy', True), ('dw', False)])
 def test_epilogue_equals_standard_ops_after_the_layer(mode, train):
     torch.manual_seed(0)
     layer = GhostConv2d(4, 8, 3, padding=1, shift_mode=mode).train(train)

@@ -117,8 +117,8 @@ def test_fused_epilogue_matches_standard_ops(dtype, with_residual, scale,
 
 def test_fused_relu_keeps_nan_like_torch_relu():
     x = torch.tensor([[[[float('nan'), -1.0, 2.0]]]])
-    out = ghost_shift(x, torch.tensor([0]), torch.zeros(1, 2, dtype=torch.long),
-                      relu=True)
+    out = ghost_shift(x, torch.tensor([0]),
+                      torch.zeros(1, 2, dtype=torch.long), relu=True)
     assert torch.equal(out.isnan(), torch.relu(x).isnan())
     assert out[0, 0, 0, 1:].tolist() == [0.0, 2.0]
 
