@@ -20,7 +20,6 @@ import json
 import os
 import os.path as osp
 import platform
-import statistics
 import subprocess
 import sys
 
@@ -30,7 +29,8 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import ghostsr_mm  # noqa: E402,F401
 from ghostsr_mm.analysis import (count_flops, count_params,  # noqa: E402
-                                 interleaved_times, paired_ratio)
+                                 interleaved_times, median_times,
+                                 paired_ratio)
 from ghostsr_mm.models.layers import (GhostConv2d,  # noqa: E402
                                       convert_to_inference, ghost_layers)
 from ghostsr_mm.ops import apply_epilogue  # noqa: E402
@@ -154,7 +154,7 @@ def bench_inference(kinds, scale, device, repeats, use_compile,
             raw = interleaved_times(
                 {v: (lambda f=f: f(x)) for v, f in fns.items()},
                 repeats=repeats, warmup=2, sync=sync)
-        t = {v: statistics.median(r) for v, r in raw.items()}
+        t = median_times(raw)
         _, low, high = paired_ratio(raw, 'ghost', 'regular')
         flops = {v: count_flops(m, (3, size, size), device)
                  for v, m in models.items() if v != 'unfused'}
@@ -200,7 +200,7 @@ def bench_training(device, repeats):
         steps[name] = step
     sync = torch.cuda.synchronize if device == 'cuda' else (lambda: None)
     raw = interleaved_times(steps, repeats=repeats, warmup=2, sync=sync)
-    t = {v: statistics.median(r) for v, r in raw.items()}
+    t = median_times(raw)
     _, low, high = paired_ratio(raw, 'ghost', 'regular')
     return dict(model='edsr_c64b16 x2 train step', batch='16x3x48x48',
                 latency_s=t, ratio=t['ghost'] / t['regular'],

@@ -13,14 +13,14 @@ import json
 import os
 import os.path as osp
 import platform
-import statistics
 import sys
 
 import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-from ghostsr_mm.analysis import interleaved_times, paired_ratio  # noqa: E402
+from ghostsr_mm.analysis import (interleaved_times,  # noqa: E402
+                                 median_times, paired_ratio)
 from ghostsr_mm.models.layers import GhostConv2d, conv_epilogue  # noqa: E402
 from ghostsr_mm.ops import ghost_shift  # noqa: E402
 
@@ -59,7 +59,7 @@ def bench_op(channels, size, device, repeats):
             },
             repeats=repeats,
             sync=sync)
-    t = {k: statistics.median(v) for k, v in raw.items()}
+    t = median_times(raw)
     return dict(
         shape=f'1x{channels}x{size}x{size}',
         **{f'{k}_ms': v * 1e3
@@ -93,7 +93,7 @@ def bench_layer(channels, size, device, repeats):
             repeats=repeats,
             sync=sync)
 
-    t = {k: statistics.median(v) for k, v in raw.items()}
+    t = median_times(raw)
 
     def overhead(g, h, f):
         return (t[g] - t[h]) / t[f]

@@ -10,7 +10,7 @@ from mmengine.analysis import FlopAnalyzer
 
 __all__ = [
     'count_params', 'count_flops', 'interleaved_times',
-    'interleaved_median_times', 'paired_ratio'
+    'interleaved_median_times', 'median_times', 'paired_ratio'
 ]
 
 # The shift moves memory and costs no FLOPs (GhostSR Sec. 3.1); telling the
@@ -84,7 +84,11 @@ def interleaved_median_times(fns: Dict[str, Callable[[], object]],
                              ) -> Dict[str, float]:
     """Median seconds per call of each function, from
     :func:`interleaved_times` (same arguments)."""
-    times = interleaved_times(fns, repeats, warmup, sync)
+    return median_times(interleaved_times(fns, repeats, warmup, sync))
+
+
+def median_times(times: Dict[str, List[float]]) -> Dict[str, float]:
+    """name -> median of the times of :func:`interleaved_times`."""
     return {name: statistics.median(t) for name, t in times.items()}
 
 

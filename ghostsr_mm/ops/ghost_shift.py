@@ -132,10 +132,13 @@ def _check_residual(residual: Tensor, input: Tensor, out_channels: int):
         raise ValueError('ghost_shift: `residual` must be on the same device '
                          f'as `input` ({input.device}), got {residual.device}')
     n, _, h, w = input.shape
-    if tuple(residual.shape) != (n, out_channels, h, w):
+    _check_residual_shape(residual, (n, out_channels, h, w))
+
+
+def _check_residual_shape(residual: Tensor, shape) -> None:
+    if tuple(residual.shape) != tuple(shape):
         raise ValueError('ghost_shift: `residual` must have the output\'s '
-                         f'shape {(n, out_channels, h, w)}, got '
-                         f'{tuple(residual.shape)}')
+                         f'shape {tuple(shape)}, got {tuple(residual.shape)}')
 
 
 def ghost_shift_reference(input: Tensor,
@@ -180,10 +183,8 @@ def apply_epilogue(moved: Tensor,
         inplace (bool): Overwrite ``moved`` (a fresh output that nothing
             else holds, e.g. a conv's) instead of allocating. Default: False.
     """
-    if residual is not None and residual.shape != moved.shape:
-        raise ValueError('ghost_shift: `residual` must have the output\'s '
-                         f'shape {tuple(moved.shape)}, got '
-                         f'{tuple(residual.shape)}')
+    if residual is not None:
+        _check_residual_shape(residual, moved.shape)
     if not inplace:
         out = moved if scale == 1 else moved * scale
         if residual is not None:
@@ -275,14 +276,14 @@ if HAS_EXT:
         src, offsets, output = ctx.saved_tensors
         if output is not None:
             grad = grad * (output > 0).to(grad.dtype)
+        # needs_input_grad covers only the arguments actually passed.
+        needs = ctx.needs_input_grad
         grad_input = grad_residual = None
-        if ctx.needs_input_grad[0]:
+        if needs[0]:
             grad_input = torch.ops.ghostsr.ghost_shift_backward(
                 grad, src, offsets, ctx.in_channels)
             if ctx.scale != 1:
                 grad_input = grad_input * ctx.scale
-        # needs_input_grad covers only the arguments actually passed.
-        needs = ctx.needs_input_grad
         if len(needs) > 3 and needs[3]:
             grad_residual = grad
         return (grad_input, None, None, grad_residual, None, None)[:len(needs)]
