@@ -2,6 +2,7 @@
 // backend. Kernels: cpu/ghost_shift_cpu.cpp, cuda/ghost_shift_cuda.cu.
 #include "ghost_shift.h"
 
+#include <ATen/MemoryOverlap.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -85,6 +86,45 @@ int64_t check_forward_args(const at::Tensor& input, const at::Tensor& src,
   return Co;
 }
 
+void check_out_arg(const at::Tensor& out, const at::Tensor& input,
+                   int64_t out_channels) {
+  check_feature_tensor(out, "out");
+  TORCH_CHECK(out.scalar_type() == input.scalar_type(),
+              "ghost_shift_into: `out` must have the dtype of `input` (",
+              input.scalar_type(), "), got ", out.scalar_type());
+  TORCH_CHECK(out.device() == input.device(),
+              "ghost_shift_into: `out` must be on the same device as `input` (",
+              input.device(), "), got ", out.device());
+  TORCH_CHECK(out.size(0) == input.size(0) && out.size(1) == out_channels &&
+                  out.size(2) == input.size(2) && out.size(3) == input.size(3),
+              "ghost_shift_into: `out` must have shape (", input.size(0), ", ",
+              out_channels, ", ", input.size(2), ", ", input.size(3),
+              "), got ", out.sizes());
+  TORCH_CHECK(at::has_internal_overlap(out) != at::MemOverlap::Yes,
+              "ghost_shift_into: `out` has elements that share memory (e.g. "
+              "an expanded tensor); it needs one place per element");
+}
+
+at::Tensor unaliased(const at::Tensor& t, const at::Tensor& out,
+                     bool same_is_fine) {
+  if (!t.is_alias_of(out)) return t;
+  const auto status = at::get_overlap_status(out, t);
+  if (status == at::MemOverlapStatus::No ||
+      (same_is_fine && status == at::MemOverlapStatus::Full))
+    return t;
+  return t.clone();
+}
+
+WriteOrder write_order(const at::Tensor& out, bool prefer_pixels) {
+  const int64_t C = out.size(1), H = out.size(2), W = out.size(3);
+  const bool planes =
+      (W == 1 || out.stride(3) == 1) && (H == 1 || out.stride(2) == W);
+  const bool pixels = C == 1 || out.stride(1) == 1;
+  if (pixels && (prefer_pixels || !planes)) return WriteOrder::kPixels;
+  if (planes) return WriteOrder::kPlanes;
+  return WriteOrder::kNeither;
+}
+
 void check_backward_args(const at::Tensor& grad_output, const at::Tensor& src,
                          const at::Tensor& offsets, int64_t in_channels) {
   check_feature_tensor(grad_output, "grad_output");
@@ -162,6 +202,11 @@ TORCH_LIBRARY(ghostsr, m) {
   m.def(
       "ghost_shift(Tensor input, Tensor src, Tensor offsets, "
       "Tensor? residual=None, float scale=1., bool relu=False) -> Tensor");
+  // ghost_shift written into `out` (N, C_out, H, W), which may be a view, e.g.
+  // a channel slice of a concatenation buffer: no concat copy afterwards.
+  m.def(
+      "ghost_shift_into(Tensor input, Tensor src, Tensor offsets, "
+      "Tensor? residual, float scale, bool relu, Tensor(a!) out) -> ()");
   // Gradient of ghost_shift to `input`: the inverse shift, accumulated over
   // the output channels that share a source.
   m.def(

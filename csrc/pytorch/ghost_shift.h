@@ -14,6 +14,25 @@ int64_t check_forward_args(const at::Tensor& input, const at::Tensor& src,
                            const at::Tensor& offsets,
                            const std::optional<at::Tensor>& residual);
 
+// Validates `out` of ghost_shift_into: shape (N, C_out, H, W), the dtype and
+// device of `input`, no element written twice.
+void check_out_arg(const at::Tensor& out, const at::Tensor& input,
+                   int64_t out_channels);
+
+// `t`, or a copy of it where it shares memory with `out`, so that writing
+// `out` cannot change what is read. `same_is_fine`: `t` may be `out` itself
+// (an element-wise read of each element before its write, as the residual).
+at::Tensor unaliased(const at::Tensor& t, const at::Tensor& out,
+                     bool same_is_fine);
+
+// How the forward kernels can write `out` (N, C, H, W): plane by plane (every
+// (n, c) plane contiguous: NCHW, or a channel slice of a larger NCHW tensor),
+// pixel by pixel (the C values of every pixel contiguous: NHWC, or a channel
+// slice of a larger NHWC tensor), or neither.
+enum class WriteOrder { kPlanes, kPixels, kNeither };
+// `prefer_pixels` decides when both orders fit (e.g. C == 1).
+WriteOrder write_order(const at::Tensor& out, bool prefer_pixels);
+
 // Validates the arguments of ghost_shift_backward.
 void check_backward_args(const at::Tensor& grad_output, const at::Tensor& src,
                          const at::Tensor& offsets, int64_t in_channels);

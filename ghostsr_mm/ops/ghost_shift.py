@@ -141,6 +141,19 @@ def _check_residual_shape(residual: Tensor, shape) -> None:
                          f'shape {tuple(shape)}, got {tuple(residual.shape)}')
 
 
+def _check_out(out: Tensor, like: Tensor, shape) -> None:
+    """`out` of the shape ``shape`` and with the dtype and device of
+    ``like``."""
+    if not isinstance(out, Tensor):
+        raise ValueError(f'`out` must be a Tensor, got {type(out).__name__}')
+    if out.dtype != like.dtype or out.device != like.device:
+        raise ValueError(f'`out` must have dtype {like.dtype} on {like.device} '
+                         f'(the input\'s), got {out.dtype} on {out.device}')
+    if tuple(out.shape) != tuple(shape):
+        raise ValueError(f'`out` must have shape {tuple(shape)}, got '
+                         f'{tuple(out.shape)}')
+
+
 def ghost_shift_reference(input: Tensor,
                           src: Tensor,
                           offsets: Tensor,
@@ -175,16 +188,35 @@ def apply_epilogue(moved: Tensor,
                    residual: Optional[Tensor] = None,
                    scale: float = 1.0,
                    relu: bool = False,
-                   inplace: bool = False) -> Tensor:
+                   inplace: bool = False,
+                   out: Optional[Tensor] = None) -> Tensor:
     """``act(scale * moved + residual)`` with standard ops: what the fused
     epilogue of :func:`ghost_shift` computes in the same pass.
 
     Args:
         inplace (bool): Overwrite ``moved`` (a fresh output that nothing
             else holds, e.g. a conv's) instead of allocating. Default: False.
+        out (Tensor, optional): Write the result into this tensor (e.g. a
+            channel slice of a concatenation buffer) in the same pass, and
+            return it. Default: None.
     """
     if residual is not None:
         _check_residual_shape(residual, moved.shape)
+    if out is not None:
+        _check_out(out, moved, moved.shape)
+        if torch.is_grad_enabled() and (moved.requires_grad or (
+                residual is not None and residual.requires_grad)):
+            # out= ops do not record gradients; copy_ into a view does.
+            return out.copy_(apply_epilogue(moved, residual, scale, relu))
+        if residual is not None:
+            torch.add(residual, moved, alpha=scale, out=out)
+        elif scale != 1:
+            torch.mul(moved, scale, out=out)
+        elif relu:
+            return torch.clamp_min(moved, 0, out=out)
+        else:
+            return out.copy_(moved)
+        return out.relu_() if relu else out
     if not inplace:
         out = moved if scale == 1 else moved * scale
         if residual is not None:
@@ -254,6 +286,11 @@ if HAS_EXT:
                            device=input.device,
                            memory_format=fmt)
 
+    @torch.library.register_fake('ghostsr::ghost_shift_into')
+    def _ghost_shift_into_fake(input, src, offsets, residual, scale, relu,
+                               out):
+        return None
+
     @torch.library.register_fake('ghostsr::ghost_shift_backward')
     def _ghost_shift_backward_fake(grad_output, src, offsets, in_channels):
         n, _, h, w = grad_output.shape
@@ -315,7 +352,8 @@ def ghost_shift(input: Tensor,
                 offsets: Tensor,
                 residual: Optional[Tensor] = None,
                 scale: float = 1.0,
-                relu: bool = False) -> Tensor:
+                relu: bool = False,
+                out: Optional[Tensor] = None) -> Tensor:
     """Move intrinsic channels into their output places (GhostSR Eq. 1-2).
 
     Args:
@@ -331,16 +369,35 @@ def ghost_shift(input: Tensor,
         scale (float): Multiplies the moved values before the residual is
             added (EDSR's residual scaling). Default: 1.
         relu (bool): Apply ReLU last. Default: False.
+        out (Tensor, optional): (N, C_out, H, W) tensor to write the result
+            into and return, typically a channel slice of a concatenation
+            buffer (NCHW or channels_last): the compiled op writes it in
+            place, so the concat costs no copy. It must not share memory
+            with ``input``. Where autograd records the call, the result is
+            copied into ``out`` instead. Default: None.
 
     Returns:
         Tensor: ``act(scale * moved + residual)`` where ``moved[n, c, y, x] =
         input[n, src[c], y - dy[c], x - dx[c]]``, zero outside the image;
         shape (N, C_out, H, W). The epilogue costs no extra memory pass.
     """
-    if _use_ext():
-        return torch.ops.ghostsr.ghost_shift(input, src, offsets, residual,
-                                             scale, relu)
-    return ghost_shift_reference(input, src, offsets, residual, scale, relu)
+    use_ext = _use_ext()
+    if out is None:
+        if use_ext:
+            return torch.ops.ghostsr.ghost_shift(input, src, offsets,
+                                                 residual, scale, relu)
+        return ghost_shift_reference(input, src, offsets, residual, scale,
+                                     relu)
+    records_grad = torch.is_grad_enabled() and (
+        input.requires_grad or (residual is not None
+                                and residual.requires_grad))
+    if use_ext and not records_grad:
+        torch.ops.ghostsr.ghost_shift_into(input, src, offsets, residual,
+                                           scale, relu, out)
+        return out
+    moved = ghost_shift(input, src, offsets, residual, scale, relu)
+    _check_out(out, moved, moved.shape)
+    return out.copy_(moved)
 
 
 def candidate_offsets(index: Tensor, max_offset: int) -> Tensor:

@@ -106,16 +106,18 @@ def test_eval_is_deterministic_and_inference_graph_identical(name):
 
 
 def _plain_forwards():
-    """Each block that fuses its epilogue into a ghost layer, with the
-    forward it replaces: MMagic's own, or CARN's written out as separate
-    ops (conv, then ReLU / add as their own passes)."""
+    """Each block that fuses its epilogue into a ghost layer or writes into
+    a GrowingConcat, with the forward it replaces: MMagic's own, or CARN's
+    written out as separate ops (conv, then ReLU / add as their own passes,
+    torch.cat for every concatenation)."""
     from mmagic.models.archs import ResidualBlockNoBN
-    from mmagic.models.editors.rdn.rdn_net import DenseLayer
+    from mmagic.models.editors.rdn.rdn_net import RDB, RDNNet
 
     from ghostsr_mm.models.editors.carn import carn_net
     from ghostsr_mm.models.editors.edsr.ghost_edsr_net import \
         GhostResidualBlockNoBN
-    from ghostsr_mm.models.editors.rdn.ghost_rdn_net import GhostDenseLayer
+    from ghostsr_mm.models.editors.rdn.ghost_rdn_net import (GhostRDB,
+                                                            GhostRDNNet)
 
     relu = torch.relu
 
@@ -125,11 +127,21 @@ def _plain_forwards():
     def carn_m_block(self, x):
         return relu(x + self.conv3(relu(self.conv2(relu(self.conv1(x))))))
 
-    return [(GhostResidualBlockNoBN, ResidualBlockNoBN.forward),
-            (GhostDenseLayer, DenseLayer.forward),
-            (carn_net.ResidualBlock, carn_block),
-            (carn_net.EfficientResidualBlock, carn_m_block),
-            (carn_net.Upsampler, torch.nn.Sequential.forward)]
+    def carn_cascade(x, blocks, fusions, out=None):
+        assert out is None  # the plain outer cascade passes none
+        concat = out = x
+        for block, fuse in zip(blocks, fusions):
+            concat = torch.cat([concat, block(out)], 1)
+            out = fuse(concat)
+        return out
+
+    return [(GhostResidualBlockNoBN, 'forward', ResidualBlockNoBN.forward),
+            (GhostRDB, 'forward', RDB.forward),
+            (GhostRDNNet, 'forward', RDNNet.forward),
+            (carn_net.ResidualBlock, 'forward', carn_block),
+            (carn_net.EfficientResidualBlock, 'forward', carn_m_block),
+            (carn_net, 'cascade', carn_cascade),
+            (carn_net.Upsampler, 'forward', torch.nn.Sequential.forward)]
 
 
 @pytest.mark.parametrize('name', list(SMALL))
@@ -150,8 +162,8 @@ def test_fused_epilogues_equal_the_plain_blocks(name, train, monkeypatch):
     with torch.no_grad():
         fused = model(x)
         fixed = None if train else model.convert_to_inference()(x)
-    for cls, forward in _plain_forwards():
-        monkeypatch.setattr(cls, 'forward', forward)
+    for owner, attr, plain in _plain_forwards():
+        monkeypatch.setattr(owner, attr, plain)
     with torch.no_grad():
         expected = model(x)
     torch.testing.assert_close(fused, expected)

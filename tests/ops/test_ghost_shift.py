@@ -296,6 +296,121 @@ def test_opcheck():
                           (xr, src, channels, weight))
 
 
+# --------------------------------------------------------------------------
+# Writing into a view (out=): a channel slice of a concatenation buffer.
+# --------------------------------------------------------------------------
+def concat_buffer(channels_last, n=2, h=5, w=6, dtype=torch.float32):
+    """A NaN-filled (N, 3 + 8 + 2, H, W) buffer and its channels 3:11."""
+    buf = torch.full((n, 13, h, w), float('nan'), dtype=dtype)
+    if channels_last:
+        buf = buf.contiguous(memory_format=torch.channels_last)
+    return buf, buf[:, 3:11]
+
+
+@pytest.mark.parametrize('dtype', list(TOL))
+@pytest.mark.parametrize('channels_last', [False, True])
+@pytest.mark.parametrize('with_residual, scale, relu', EPILOGUES)
+def test_out_writes_the_slice_in_place(dtype, channels_last, with_residual,
+                                       scale, relu):
+    x, src, offsets = sample(dtype=dtype)
+    residual = torch.randn(2, 8, 5, 6).to(dtype) if with_residual else None
+    buf, part = concat_buffer(channels_last, dtype=dtype)
+    expected = ghost_shift_reference(x, src, offsets, residual, scale, relu)
+    for name, xi in layouts(x):
+        buf[:, 3:11] = float('nan')
+        out = ghost_shift(xi, src, offsets, residual, scale, relu, out=part)
+        assert out.data_ptr() == part.data_ptr(), name
+        torch.testing.assert_close(buf[:, 3:11], expected, **TOL[dtype],
+                                   msg=name)
+        # Every other channel of the buffer is untouched.
+        assert buf[:, :3].isnan().all() and buf[:, 11:].isnan().all(), name
+
+
+def test_out_of_other_strides_and_reference_mode():
+    x, src, offsets = sample()
+    expected = ghost_shift_reference(x, src, offsets)
+    transposed = torch.empty(2, 8, 6, 5).transpose(2, 3)  # neither order
+    ghost_shift(x, src, offsets, out=transposed)
+    assert torch.equal(transposed, expected)
+    _, part = concat_buffer(False)
+    with shift_mod.reference_mode():
+        ghost_shift(x, src, offsets, out=part)
+    assert torch.equal(part, expected)
+    # out may be the residual itself: an in-place residual add.
+    residual = torch.randn(2, 8, 5, 6)
+    expected = residual + expected
+    ghost_shift(x, src, offsets, residual, out=residual)
+    torch.testing.assert_close(residual, expected)
+
+
+def test_out_under_autograd_copies_and_keeps_gradients():
+    x, src, offsets = sample(dtype=torch.float64)
+    x.requires_grad_()
+    buf, part = concat_buffer(False, dtype=torch.float64)
+    buf[:, :3] = 0
+    buf[:, 11:] = 0
+
+    def through_buffer(t):
+        b = buf.clone()
+        ghost_shift(t, src, offsets, relu=True, out=b[:, 3:11])
+        return b
+
+    assert torch.autograd.gradcheck(through_buffer, (x, ))
+    torch.testing.assert_close(
+        through_buffer(x)[:, 3:11],
+        ghost_shift_reference(x, src, offsets, relu=True))
+
+
+BAD_OUTS = [
+    (lambda o: o[..., :5], r'out.*shape \(2, 8, 5, 6\)'),
+    (lambda o: o.double(), 'out.*dtype'),
+    (lambda o: o[0], 'out.*4-D'),
+    (lambda o: o[:1, :1, :1, :1].expand(2, 8, 5, 6), 'out.*share memory'),
+]
+
+
+@pytest.mark.parametrize('make, message', BAD_OUTS)
+def test_bad_out(make, message):
+    x, src, offsets = sample()
+    out = make(torch.empty(2, 8, 5, 6))
+    with pytest.raises(RuntimeError, match=message):
+        ops.ghost_shift_into(x, src, offsets, None, 1.0, False, out)
+    if 'share' not in message:  # the reference path's own check
+        with pytest.raises(ValueError, match=message.split('.')[0]):
+            with shift_mod.reference_mode():
+                ghost_shift(x, src, offsets, out=out)
+
+
+def test_out_sharing_memory_with_input_or_residual():
+    """What the op reads is never changed by what it writes: an `out` that
+    overlaps the input or the residual gets the result computed from their
+    values before the call."""
+    src, offsets = torch.arange(8), torch.ones(8, 2, dtype=torch.long)
+    for n in (1, 2):  # dense and non-dense channel slices
+        buf = torch.randn(n, 9, 5, 6)
+        x, residual = buf[:, 1:].clone(), buf[:, :8].clone()
+        expected = ghost_shift_reference(x, src, offsets)
+        ghost_shift(buf[:, 1:], src, offsets, out=buf[:, :8])
+        assert torch.equal(buf[:, :8], expected), n
+        buf = torch.randn(n, 9, 5, 6)
+        residual = buf[:, 1:].clone()
+        expected = ghost_shift_reference(x, src, offsets, residual)
+        ghost_shift(x, src, offsets, buf[:, 1:], out=buf[:, :8])
+        torch.testing.assert_close(buf[:, :8], expected, msg=str(n))
+
+
+def test_opcheck_out():
+    x, src, offsets = sample()
+    for channels_last in (False, True):
+        buf, part = concat_buffer(channels_last)
+        torch.library.opcheck(ops.ghost_shift_into.default,
+                              (x, src, offsets, None, 1.0, False, part))
+    residual = torch.randn(2, 8, 5, 6)
+    torch.library.opcheck(
+        ops.ghost_shift_into.default,
+        (x, src, offsets, residual, 0.5, True, torch.empty(2, 8, 5, 6)))
+
+
 def test_torch_compile_matches_eager():
     x, src, offsets = sample()
     fn = torch.compile(
@@ -455,6 +570,26 @@ def test_cuda_fused_epilogue(with_residual, scale, relu):
         torch.testing.assert_close(
             out.cpu(), ghost_shift(xi, src, offsets, res, scale, relu),
             msg=name)
+
+
+@requires_cuda
+@pytest.mark.parametrize('channels_last', [False, True])
+def test_cuda_out_writes_the_slice_in_place(channels_last):
+    x, src, offsets = sample(n=3, ci=4, h=17, w=33)
+    residual = torch.randn(3, 8, 17, 33)
+    buf = concat_buffer(channels_last, n=3, h=17, w=33)[0].cuda()
+    part = buf[:, 3:11]
+    for name, xi in layouts(x):
+        out = ghost_shift(xi.cuda(), src.cuda(), offsets.cuda(),
+                          residual.cuda(), 0.5, True, out=part)
+        assert out.data_ptr() == part.data_ptr(), name
+        torch.testing.assert_close(
+            buf[:, 3:11].cpu(),
+            ghost_shift(xi, src, offsets, residual, 0.5, True), msg=name)
+        assert buf[:, :3].isnan().all() and buf[:, 11:].isnan().all(), name
+    torch.library.opcheck(ops.ghost_shift_into.default,
+                          (x.cuda(), src.cuda(), offsets.cuda(), None, 1.0,
+                           False, part))
 
 
 @requires_cuda

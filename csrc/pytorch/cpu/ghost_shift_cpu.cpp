@@ -160,36 +160,29 @@ A row_dot(const T* a, const T* b, int64_t n) {
   return total;
 }
 
-at::Tensor ghost_shift_cpu(const at::Tensor& input, const at::Tensor& src,
-                           const at::Tensor& offsets,
-                           const std::optional<at::Tensor>& residual,
-                           double scale, bool relu) {
-  const int64_t Co = check_forward_args(input, src, offsets, residual);
-  const int64_t N = input.size(0), Ci = input.size(1);
-  const int64_t H = input.size(2), W = input.size(3);
-  const auto s = to_host_vector(src);
-  const auto off = to_host_vector(offsets);  // reads strided/expanded views
-  const bool nhwc = use_channels_last(input);
-  const auto fmt = nhwc ? at::MemoryFormat::ChannelsLast
-                        : at::MemoryFormat::Contiguous;
-  const auto in = input.contiguous(fmt);
-  const auto res = residual.has_value() ? residual->contiguous(fmt)
-                                        : at::Tensor();
-  auto out = at::empty({N, Co, H, W}, input.options().memory_format(fmt));
-  if (out.numel() == 0) return out;
-
+// Writes the forward into `out`, plane by plane (NCHW: any n and c strides,
+// contiguous planes) or pixel by pixel (NHWC: any n, y and x strides,
+// contiguous channels); `in` and `res` are contiguous in the matching format.
+void forward_into(const at::Tensor& in, const std::vector<int64_t>& s,
+                  const std::vector<int64_t>& off, const at::Tensor& res,
+                  double scale, bool relu, bool pixels, at::Tensor& out) {
+  const int64_t N = out.size(0), Co = out.size(1);
+  const int64_t H = out.size(2), W = out.size(3), Ci = in.size(1);
+  if (out.numel() == 0) return;
+  const int64_t sn = out.stride(0), sc = out.stride(1);
+  const int64_t sy = out.stride(2), sx = out.stride(3);
   AT_DISPATCH_FLOATING_TYPES_AND2(
-      at::kHalf, at::kBFloat16, input.scalar_type(), "ghost_shift_cpu", [&] {
+      at::kHalf, at::kBFloat16, in.scalar_type(), "ghost_shift_cpu", [&] {
         const scalar_t* ip = in.data_ptr<scalar_t>();
         const scalar_t* rp = res.defined() ? res.data_ptr<scalar_t>() : nullptr;
         scalar_t* op = out.data_ptr<scalar_t>();
         with_writer<scalar_t>(rp != nullptr, relu, scale, [&](auto writer) {
-          if (!nhwc) {
+          if (!pixels) {
             at::parallel_for(0, N * Co, plane_grain(H * W),
                              [&](int64_t begin, int64_t end) {
               for (int64_t nc = begin; nc < end; ++nc) {
                 const int64_t n = nc / Co, c = nc % Co;
-                shift_plane(ip + (n * Ci + s[c]) * H * W, op + nc * H * W,
+                shift_plane(ip + (n * Ci + s[c]) * H * W, op + n * sn + c * sc,
                             advance(rp, nc * H * W), H, W, off[2 * c],
                             off[2 * c + 1], writer);
               }
@@ -206,7 +199,7 @@ at::Tensor ghost_shift_cpu(const at::Tensor& input, const at::Tensor& src,
             for (int64_t ny = begin; ny < end; ++ny) {
               const int64_t n = ny / H, y = ny % H;
               for (int64_t x = 0; x < W; ++x) {
-                scalar_t* o = op + (ny * W + x) * Co;
+                scalar_t* o = op + n * sn + y * sy + x * sx;
                 const scalar_t* r = advance(rp, (ny * W + x) * Co);
                 for (const auto& run : runs) {
                   const int64_t ys = y - run.dy, xs = x - run.dx;
@@ -223,7 +216,47 @@ at::Tensor ghost_shift_cpu(const at::Tensor& input, const at::Tensor& src,
           });
         });
       });
+}
+
+at::MemoryFormat format_of(bool pixels) {
+  return pixels ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+}
+
+at::Tensor ghost_shift_cpu(const at::Tensor& input, const at::Tensor& src,
+                           const at::Tensor& offsets,
+                           const std::optional<at::Tensor>& residual,
+                           double scale, bool relu) {
+  const int64_t Co = check_forward_args(input, src, offsets, residual);
+  const bool pixels = use_channels_last(input);
+  const auto fmt = format_of(pixels);
+  auto out = at::empty({input.size(0), Co, input.size(2), input.size(3)},
+                       input.options().memory_format(fmt));
+  forward_into(input.contiguous(fmt), to_host_vector(src),
+               to_host_vector(offsets),  // reads strided/expanded views
+               residual.has_value() ? residual->contiguous(fmt) : at::Tensor(),
+               scale, relu, pixels, out);
   return out;
+}
+
+void ghost_shift_into_cpu(const at::Tensor& input, const at::Tensor& src,
+                          const at::Tensor& offsets,
+                          const std::optional<at::Tensor>& residual,
+                          double scale, bool relu, at::Tensor out) {
+  const int64_t Co = check_forward_args(input, src, offsets, residual);
+  check_out_arg(out, input, Co);
+  const auto order = write_order(out, use_channels_last(input));
+  if (order == WriteOrder::kNeither) {  // e.g. a transposed view
+    out.copy_(ghost_shift_cpu(input, src, offsets, residual, scale, relu));
+    return;
+  }
+  const bool pixels = order == WriteOrder::kPixels;
+  const auto fmt = format_of(pixels);
+  forward_into(unaliased(input, out, false).contiguous(fmt),
+               to_host_vector(src), to_host_vector(offsets),
+               residual.has_value()
+                   ? unaliased(*residual, out, true).contiguous(fmt)
+                   : at::Tensor(),
+               scale, relu, pixels, out);
 }
 
 at::Tensor ghost_shift_backward_cpu(const at::Tensor& grad_output,
@@ -343,6 +376,7 @@ at::Tensor ghost_shift_weight_grad_cpu(const at::Tensor& grad_output,
 
 TORCH_LIBRARY_IMPL(ghostsr, CPU, m) {
   m.impl("ghost_shift", &ghost_shift_cpu);
+  m.impl("ghost_shift_into", &ghost_shift_into_cpu);
   m.impl("ghost_shift_backward", &ghost_shift_backward_cpu);
   m.impl("ghost_shift_weight_grad", &ghost_shift_weight_grad_cpu);
 }

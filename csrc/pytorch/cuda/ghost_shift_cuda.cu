@@ -38,6 +38,24 @@ OffsetView offset_view(const at::Tensor& offsets64) {
                     offsets64.stride(1)};
 }
 
+// Where the forward kernels write output element (n, c, y, x): through the
+// strides of `out`, so that a view (a channel slice of a concatenation
+// buffer) is written in place.
+template <typename T>
+struct OutView {
+  T* data;
+  int64_t sn, sc, sy, sx;
+  __device__ __forceinline__ T& at(int64_t n, int64_t c, int64_t y, int64_t x) const {
+    return data[n * sn + c * sc + y * sy + x * sx];
+  }
+};
+
+template <typename T>
+OutView<T> out_view(const at::Tensor& out) {
+  return OutView<T>{out.data_ptr<T>(), out.stride(0), out.stride(1), out.stride(2),
+                    out.stride(3)};
+}
+
 // The fused epilogue of the forward kernels: out = act(scale * moved +
 // residual); `res` has the output's layout (null: no residual).
 template <typename T>
@@ -55,7 +73,7 @@ struct ForwardEpilogue {
 
 // kFused = false: a plain move (bit-exact copies, zeros outside).
 template <typename T, bool kFused>
-__global__ void shift_forward_nchw(const T* __restrict__ in, T* __restrict__ out,
+__global__ void shift_forward_nchw(const T* __restrict__ in, OutView<T> out,
                                    const int64_t* __restrict__ src, OffsetView off,
                                    ForwardEpilogue<T> ep, int64_t Ci, int64_t Co,
                                    int64_t H, int64_t W, int64_t total) {
@@ -70,12 +88,12 @@ __global__ void shift_forward_nchw(const T* __restrict__ in, T* __restrict__ out
     const int64_t ys = y - off.dy(c), xs = x - off.dx(c);
     const bool inside = ys >= 0 && ys < H && xs >= 0 && xs < W;
     const T moved = inside ? in[((n * Ci + s) * H + ys) * W + xs] : T(0);
-    out[idx] = kFused ? ep(inside, moved, idx) : moved;
+    out.at(n, c, y, x) = kFused ? ep(inside, moved, idx) : moved;
   }
 }
 
 template <typename T, bool kFused>
-__global__ void shift_forward_nhwc(const T* __restrict__ in, T* __restrict__ out,
+__global__ void shift_forward_nhwc(const T* __restrict__ in, OutView<T> out,
                                    const int64_t* __restrict__ src, OffsetView off,
                                    ForwardEpilogue<T> ep, int64_t Ci, int64_t Co,
                                    int64_t H, int64_t W, int64_t total) {
@@ -90,7 +108,7 @@ __global__ void shift_forward_nhwc(const T* __restrict__ in, T* __restrict__ out
     const int64_t ys = y - off.dy(c), xs = x - off.dx(c);
     const bool inside = ys >= 0 && ys < H && xs >= 0 && xs < W;
     const T moved = inside ? in[((n * H + ys) * W + xs) * Ci + s] : T(0);
-    out[idx] = kFused ? ep(inside, moved, idx) : moved;
+    out.at(n, c, y, x) = kFused ? ep(inside, moved, idx) : moved;
   }
 }
 
@@ -165,41 +183,72 @@ __global__ void shift_weight_grad(const T* __restrict__ grad_out, const T* __res
   if (threadIdx.x == 0) result[blockIdx.x] = static_cast<T>(acc);
 }
 
+// Launches the forward into `out`; `in` and `res` are contiguous in the
+// format of the kernel's order (`pixels`: NHWC), which is also the order in
+// which consecutive threads visit the output (coalesced when `out` has it).
+void launch_forward(const at::Tensor& in, const at::Tensor& src,
+                    const at::Tensor& offsets, const at::Tensor& res, double scale,
+                    bool relu, bool pixels, at::Tensor& out) {
+  const int64_t Ci = in.size(1), Co = out.size(1);
+  const int64_t H = out.size(2), W = out.size(3);
+  const int64_t total = out.numel();
+  if (total == 0) return;
+  const auto src64 = src.to(at::kLong).contiguous();
+  const auto off64 = offsets.to(at::kLong);
+  const bool fused = res.defined() || relu || scale != 1.0;
+  auto stream = c10::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.scalar_type(),
+                                  "ghost_shift_cuda", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const ForwardEpilogue<scalar_t> ep{
+        res.defined() ? res.data_ptr<scalar_t>() : nullptr, static_cast<acc_t>(scale),
+        relu};
+    auto kernel = pixels ? (fused ? shift_forward_nhwc<scalar_t, true>
+                                  : shift_forward_nhwc<scalar_t, false>)
+                         : (fused ? shift_forward_nchw<scalar_t, true>
+                                  : shift_forward_nchw<scalar_t, false>);
+    kernel<<<blocks_for(total), kThreads, 0, stream>>>(
+        in.data_ptr<scalar_t>(), out_view<scalar_t>(out), src64.data_ptr<int64_t>(),
+        offset_view(off64), ep, Ci, Co, H, W, total);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+}
+
+at::MemoryFormat format_of(bool pixels) {
+  return pixels ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+}
+
 at::Tensor ghost_shift_cuda(const at::Tensor& input, const at::Tensor& src,
                             const at::Tensor& offsets,
                             const std::optional<at::Tensor>& residual, double scale,
                             bool relu) {
   const int64_t Co = check_forward_args(input, src, offsets, residual);
   const c10::cuda::CUDAGuard guard(input.device());
-  const int64_t N = input.size(0), Ci = input.size(1);
-  const int64_t H = input.size(2), W = input.size(3);
-  const bool nhwc = use_channels_last(input);
-  const auto fmt = nhwc ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
-  const auto in = input.contiguous(fmt);
-  const auto res = residual.has_value() ? residual->contiguous(fmt) : at::Tensor();
-  const auto src64 = src.to(at::kLong).contiguous();
-  const auto off64 = offsets.to(at::kLong);
-  auto out = at::empty({N, Co, H, W}, input.options().memory_format(fmt));
-  const int64_t total = out.numel();
-  if (total == 0) return out;
-  const bool fused = res.defined() || relu || scale != 1.0;
-  auto stream = c10::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(),
-                                  "ghost_shift_cuda", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    const ForwardEpilogue<scalar_t> ep{
-        res.defined() ? res.data_ptr<scalar_t>() : nullptr, static_cast<acc_t>(scale),
-        relu};
-    auto kernel = nhwc ? (fused ? shift_forward_nhwc<scalar_t, true>
-                                : shift_forward_nhwc<scalar_t, false>)
-                       : (fused ? shift_forward_nchw<scalar_t, true>
-                                : shift_forward_nchw<scalar_t, false>);
-    kernel<<<blocks_for(total), kThreads, 0, stream>>>(
-        in.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), src64.data_ptr<int64_t>(),
-        offset_view(off64), ep, Ci, Co, H, W, total);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  });
+  const bool pixels = use_channels_last(input);
+  const auto fmt = format_of(pixels);
+  auto out = at::empty({input.size(0), Co, input.size(2), input.size(3)},
+                       input.options().memory_format(fmt));
+  launch_forward(input.contiguous(fmt), src, offsets,
+                 residual.has_value() ? residual->contiguous(fmt) : at::Tensor(), scale,
+                 relu, pixels, out);
   return out;
+}
+
+// Any strides of `out` are written in place; the kernel's order follows them.
+void ghost_shift_into_cuda(const at::Tensor& input, const at::Tensor& src,
+                           const at::Tensor& offsets,
+                           const std::optional<at::Tensor>& residual, double scale,
+                           bool relu, at::Tensor out) {
+  const int64_t Co = check_forward_args(input, src, offsets, residual);
+  check_out_arg(out, input, Co);
+  const c10::cuda::CUDAGuard guard(input.device());
+  const bool pixels =
+      write_order(out, use_channels_last(input)) == WriteOrder::kPixels;
+  const auto fmt = format_of(pixels);
+  launch_forward(unaliased(input, out, false).contiguous(fmt), src, offsets,
+                 residual.has_value() ? unaliased(*residual, out, true).contiguous(fmt)
+                                      : at::Tensor(),
+                 scale, relu, pixels, out);
 }
 
 at::Tensor ghost_shift_backward_cuda(const at::Tensor& grad_output, const at::Tensor& src,
@@ -258,6 +307,7 @@ at::Tensor ghost_shift_weight_grad_cuda(const at::Tensor& grad_output, const at:
 
 TORCH_LIBRARY_IMPL(ghostsr, CUDA, m) {
   m.impl("ghost_shift", &ghost_shift_cuda);
+  m.impl("ghost_shift_into", &ghost_shift_into_cuda);
   m.impl("ghost_shift_backward", &ghost_shift_backward_cuda);
   m.impl("ghost_shift_weight_grad", &ghost_shift_weight_grad_cuda);
 }

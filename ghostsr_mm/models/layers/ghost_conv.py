@@ -223,7 +223,8 @@ class GhostConv2d(nn.Module):
                 x: Tensor,
                 residual: Optional[Tensor] = None,
                 scale: float = 1.0,
-                relu: bool = False) -> Tensor:
+                relu: bool = False,
+                out: Optional[Tensor] = None) -> Tensor:
         """The layer's output y, or ``act(scale * y + residual)`` with the
         optional epilogue (a residual connection, EDSR's residual scaling, a
         following ReLU), which the shift applies while it writes y: the
@@ -235,21 +236,27 @@ class GhostConv2d(nn.Module):
                 ``scale * y``. Default: None.
             scale (float): Multiplies y. Default: 1.
             relu (bool): ReLU last. Default: False.
+            out (Tensor, optional): (N, C_out, H', W') tensor to write the
+                result into and return, e.g. a channel slice of a
+                concatenation buffer (:class:`GrowingConcat`): the shift
+                writes it in place. Default: None.
         """
         intrinsic = self.conv(x)
         src, offsets = self.src, self.offsets
         if self.shift_mode == 'learnable':
             if self.training:
-                out = learnable_ghost_shift(intrinsic, self.src,
+                moved = learnable_ghost_shift(intrinsic, self.src,
                                             self.ghost_channels,
                                             self.straight_through_weight())
-                return apply_epilogue(out, residual, scale, relu, inplace=True)
+                return apply_epilogue(moved, residual, scale, relu,
+                                      inplace=out is None, out=out)
             offsets = self.current_offsets()
         elif self.shift_mode == 'dw':
             intrinsic = torch.cat([intrinsic, self.cheap(intrinsic)], 1)
             src = src.clone()
             src[self.ghost_channels] += self.num_intrinsic
-        return ghost_shift(intrinsic, src, offsets, residual, scale, relu)
+        return ghost_shift(intrinsic, src, offsets, residual, scale, relu,
+                           out)
 
     @torch.no_grad()
     def fix_shift(self) -> None:
@@ -299,17 +306,21 @@ def conv_epilogue(conv: nn.Module,
                   x: Tensor,
                   residual: Optional[Tensor] = None,
                   scale: float = 1.0,
-                  relu: bool = False) -> Tensor:
-    """``act(scale * conv(x) + residual)`` for a regular or a ghost conv.
+                  relu: bool = False,
+                  out: Optional[Tensor] = None) -> Tensor:
+    """``act(scale * conv(x) + residual)`` for a regular or a ghost conv,
+    written into ``out`` when given.
 
     A block written with it serves both a regular model and its ghost
     version: for a :class:`GhostConv2d` the epilogue is fused into the
-    shift's pass, for an ``nn.Conv2d`` it runs as in-place standard ops on
-    the conv's fresh output.
+    shift's pass (which writes ``out`` in place), for an ``nn.Conv2d`` it
+    runs as in-place standard ops on the conv's fresh output (the last one
+    writing ``out``).
     """
     if isinstance(conv, GhostConv2d):
-        return conv(x, residual, scale, relu)
-    return apply_epilogue(conv(x), residual, scale, relu, inplace=True)
+        return conv(x, residual, scale, relu, out)
+    return apply_epilogue(conv(x), residual, scale, relu, inplace=True,
+                          out=out)
 
 
 def by_order_mapping(out_channels: int, num_intrinsic: int, groups: int = 1):

@@ -20,7 +20,7 @@ from mmengine.model import BaseModule
 from mmagic.registry import MODELS
 from torch import Tensor
 
-from ghostsr_mm.models.layers import conv_epilogue, ghostify
+from ghostsr_mm.models.layers import GrowingConcat, conv_epilogue, ghostify
 from ..ghost_base import GhostModelMixin, ghost_cfg
 
 SCALES = (2, 3, 4)
@@ -28,7 +28,9 @@ GHOST_ARGS = tuple(inspect.signature(ghost_cfg).parameters)
 
 
 # The blocks below call their convs through conv_epilogue, so that in a ghost
-# model the ReLUs and residual adds after a ghost layer ride in its shift pass.
+# model the ReLUs and residual adds after a ghost layer ride in its shift pass,
+# and write their outputs into `out` when given: the slice of the cascade's
+# GrowingConcat, so that the concatenations copy nothing at inference.
 
 
 class ResidualBlock(nn.Module):
@@ -40,9 +42,9 @@ class ResidualBlock(nn.Module):
         self.conv2 = nn.Conv2d(channels, channels, 3, 1, 1)
         self.relu = nn.ReLU(inplace=True)
 
-    def forward(self, x: Tensor) -> Tensor:
-        out = conv_epilogue(self.conv1, x, relu=True)
-        return conv_epilogue(self.conv2, out, residual=x, relu=True)
+    def forward(self, x: Tensor, out: Optional[Tensor] = None) -> Tensor:
+        h = conv_epilogue(self.conv1, x, relu=True)
+        return conv_epilogue(self.conv2, h, residual=x, relu=True, out=out)
 
     def conv3x3_names(self) -> List[str]:
         return ['conv1', 'conv2']
@@ -59,10 +61,10 @@ class EfficientResidualBlock(nn.Module):
         self.conv3 = nn.Conv2d(channels, channels, 1)
         self.relu = nn.ReLU(inplace=True)
 
-    def forward(self, x: Tensor) -> Tensor:
-        out = conv_epilogue(self.conv1, x, relu=True)
-        out = conv_epilogue(self.conv2, out, relu=True)
-        return conv_epilogue(self.conv3, out, residual=x, relu=True)
+    def forward(self, x: Tensor, out: Optional[Tensor] = None) -> Tensor:
+        h = conv_epilogue(self.conv1, x, relu=True)
+        h = conv_epilogue(self.conv2, h, relu=True)
+        return conv_epilogue(self.conv3, h, residual=x, relu=True, out=out)
 
     def conv3x3_names(self) -> List[str]:
         return ['conv1', 'conv2']
@@ -72,6 +74,23 @@ def fusion(in_channels: int, out_channels: int) -> nn.Sequential:
     """1x1 conv + relu on a concatenation."""
     return nn.Sequential(
         nn.Conv2d(in_channels, out_channels, 1), nn.ReLU(inplace=True))
+
+
+def cascade(x: Tensor, blocks: Sequence[nn.Module],
+            fusions: Sequence[nn.Sequential],
+            out: Optional[Tensor] = None) -> Tensor:
+    """CARN's cascading connections: each block reads the last fusion's
+    output, and each fusion (1x1 conv, relu) the concatenation of ``x`` and
+    every block output so far. Returns the last fusion's output (written
+    into ``out`` when given)."""
+    channels = x.shape[1]
+    concat = GrowingConcat(x, channels * (len(blocks) + 1))
+    h = x
+    for i, (block, fuse) in enumerate(zip(blocks, fusions)):
+        concat.append(lambda part: block(h, out=part), channels)
+        h = conv_epilogue(fuse[0], concat.tensor, relu=True,
+                          out=out if i == len(blocks) - 1 else None)
+    return h
 
 
 class CascadingBlock(nn.Module):
@@ -92,13 +111,10 @@ class CascadingBlock(nn.Module):
         self.fusions = nn.ModuleList(
             [fusion(channels * (i + 2), channels) for i in range(3)])
 
-    def forward(self, x: Tensor) -> Tensor:
-        concat = out = x
-        for i, fuse in enumerate(self.fusions):
-            block = self.blocks[i % len(self.blocks)]
-            concat = torch.cat([concat, block(out)], 1)
-            out = fuse(concat)
-        return out
+    def forward(self, x: Tensor, out: Optional[Tensor] = None) -> Tensor:
+        blocks = [self.blocks[i % len(self.blocks)]
+                  for i in range(len(self.fusions))]
+        return cascade(x, blocks, self.fusions, out)
 
 
 class Upsampler(nn.Sequential):
@@ -212,10 +228,7 @@ class CARNNet(BaseModule):
                 f'{sorted(self.upsamplers)} (multi_scale={self.multi_scale})')
         mean = self.rgb_mean.to(x)
         x = self.relu(self.entry(x - mean))
-        concat = out = x
-        for block, fuse in zip(self.blocks, self.fusions):
-            concat = torch.cat([concat, block(out)], 1)
-            out = fuse(concat)
+        out = cascade(x, self.blocks, self.fusions)
         return self.exit(self.upsamplers[key](out)) + mean
 
     def conv3x3_body_names(self) -> List[str]:

@@ -1,22 +1,30 @@
 """Ghost RDN (GhostSR Table 1) on MMagic's RDNNet."""
-from typing import List
+from typing import List, Optional
 
-import torch
-import torch.nn as nn
-from mmagic.models.editors.rdn.rdn_net import DenseLayer, RDNNet
+from mmagic.models.editors.rdn.rdn_net import RDB, RDNNet
 from mmagic.registry import MODELS
 from torch import Tensor
 
-from ghostsr_mm.models.layers import conv_epilogue, ghostify
+from ghostsr_mm.models.layers import GrowingConcat, conv_epilogue, ghostify
 from ..ghost_base import GhostModelMixin, ghost_cfg
 
 
-class GhostDenseLayer(DenseLayer):
-    """MMagic's RDN dense layer (conv, relu, concat with the input) whose
-    ReLU rides in the ghost layer's shift pass."""
+class GhostRDB(RDB):
+    """MMagic's residual dense block (same modules and keys) computed as
+    ``x + lff(concat(x, relu(conv_1(.)), ..., relu(conv_L(.))))`` over a
+    :class:`GrowingConcat`: each dense layer's ReLU rides in its ghost
+    layer's shift pass, which at inference writes straight into the
+    concatenation, and the block output is written into ``out`` when
+    given."""
 
-    def forward(self, x: Tensor) -> Tensor:
-        return torch.cat([x, conv_epilogue(self.conv, x, relu=True)], 1)
+    def forward(self, x: Tensor, out: Optional[Tensor] = None) -> Tensor:
+        growth = self.layers[0].conv.out_channels
+        concat = GrowingConcat(x, x.shape[1] + len(self.layers) * growth)
+        for layer in self.layers:
+            concat.append(
+                lambda part: conv_epilogue(
+                    layer.conv, concat.tensor, relu=True, out=part), growth)
+        return conv_epilogue(self.lff, concat.tensor, residual=x, out=out)
 
 
 @MODELS.register_module()
@@ -51,13 +59,24 @@ class GhostRDNNet(GhostModelMixin, RDNNet):
                  **ghost_args) -> None:
         super().__init__(in_channels, out_channels, mid_channels, num_blocks,
                          upscale_factor, num_layers, channel_growth)
-        for rdb in self.rdbs:
-            rdb.layers = nn.Sequential(*[
-                GhostDenseLayer(layer.conv.in_channels,
-                                layer.conv.out_channels)
-                for layer in rdb.layers
-            ])
+        for i, rdb in enumerate(self.rdbs):
+            ghost_rdb = GhostRDB(mid_channels, channel_growth, num_layers)
+            ghost_rdb.load_state_dict(rdb.state_dict())
+            self.rdbs[i] = ghost_rdb
         ghostify(self, self.ghost_layer_names(), **ghost_cfg(**ghost_args))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """As ``RDNNet.forward``, with the blocks' outputs written into one
+        :class:`GrowingConcat` for the global feature fusion."""
+        sfe1 = self.sfe1(x)
+        h = self.sfe2(sfe1)
+        h = self.rdbs[0](h)
+        local = GrowingConcat(h, h.shape[1] * self.num_blocks)
+        for rdb in self.rdbs[1:]:
+            h = local.append(lambda part: rdb(h, out=part), h.shape[1])
+        gff = conv_epilogue(self.gff[1], self.gff[0](local.tensor),
+                            residual=sfe1)
+        return self.output(self.upscale(gff))
 
     def ghost_layer_names(self) -> List[str]:
         names = ['sfe2']
