@@ -333,6 +333,17 @@ at::Tensor ghost_shift_weight_grad_cpu(const at::Tensor& grad_output,
   const auto in = input.contiguous();
   auto result = at::empty({G, K, K}, input.options());
 
+  // Each plane pair is copied once, in acc_t, into zero-padded rows of
+  // P = W + 2d: grad_output row y at gpad[y * P + d ...], input row y at
+  // ipad[d + (y + d) * P + d ...] (d padding rows above and below, and a
+  // margin of d in front). Candidate (i, j) is then ONE flat dot
+  // product over the H * P padded grad positions,
+  //   sum_k gpad[k] * ipad[k + i * P + j],
+  // whose out-of-image terms meet padding zeros: exact, with no per-row
+  // setup, reduction or tail.
+  const int64_t P = W + 2 * max_offset;
+  const int64_t gsize = H * P;
+  const int64_t isize = (H + 2 * max_offset) * P + 2 * max_offset;
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, in.scalar_type(), "ghost_shift_weight_grad_cpu",
       [&] {
@@ -342,27 +353,26 @@ at::Tensor ghost_shift_weight_grad_cpu(const at::Tensor& grad_output,
         scalar_t* rp = result.data_ptr<scalar_t>();
         at::parallel_for(0, G, 1, [&](int64_t begin, int64_t end) {
           std::vector<acc_t> acc(K * K);
+          std::vector<acc_t> gpad(gsize, acc_t(0)), ipad(isize, acc_t(0));
           for (int64_t g = begin; g < end; ++g) {
             const int64_t c = chans[g];
             std::fill(acc.begin(), acc.end(), acc_t(0));
             for (int64_t n = 0; n < N; ++n) {
               const scalar_t* gplane = gp + (n * Co + c) * H * W;
               const scalar_t* iplane = ip + (n * Ci + s[c]) * H * W;
-              for (int64_t i = 0; i < K; ++i) {
-                const int64_t dy = candidate_shift(i, max_offset);
-                const ShiftRange ry = shifted_range(H, dy);
-                for (int64_t j = 0; j < K; ++j) {
-                  const int64_t dx = candidate_shift(j, max_offset);
-                  const ShiftRange rx = shifted_range(W, dx);
-                  if (rx.empty()) continue;
-                  acc_t total = 0;
-                  for (int64_t y = ry.lo; y < ry.hi; ++y)
-                    total += row_dot<scalar_t, acc_t>(
-                        gplane + y * W + rx.lo,
-                        iplane + (y - dy) * W + rx.lo - dx, rx.length());
-                  acc[i * K + j] += total;
+              for (int64_t y = 0; y < H; ++y) {
+                acc_t* gd = gpad.data() + y * P + max_offset;
+                acc_t* id =
+                    ipad.data() + max_offset + (y + max_offset) * P + max_offset;
+                for (int64_t x = 0; x < W; ++x) {
+                  gd[x] = static_cast<acc_t>(gplane[y * W + x]);
+                  id[x] = static_cast<acc_t>(iplane[y * W + x]);
                 }
               }
+              for (int64_t i = 0; i < K; ++i)
+                for (int64_t j = 0; j < K; ++j)
+                  acc[i * K + j] += row_dot<acc_t, acc_t>(
+                      gpad.data(), ipad.data() + i * P + j, gsize);
             }
             for (int64_t k = 0; k < K * K; ++k)
               rp[g * K * K + k] = static_cast<scalar_t>(acc[k]);
