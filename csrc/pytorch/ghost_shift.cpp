@@ -105,12 +105,9 @@ void check_out_arg(const at::Tensor& out, const at::Tensor& input,
               "an expanded tensor); it needs one place per element");
 }
 
-at::Tensor unaliased(const at::Tensor& t, const at::Tensor& out,
-                     bool same_is_fine) {
-  if (!t.is_alias_of(out)) return t;
-  const auto status = at::get_overlap_status(out, t);
-  if (status == at::MemOverlapStatus::No ||
-      (same_is_fine && status == at::MemOverlapStatus::Full))
+at::Tensor unaliased(const at::Tensor& t, const at::Tensor& out) {
+  if (!t.is_alias_of(out) ||
+      at::get_overlap_status(out, t) == at::MemOverlapStatus::No)
     return t;
   return t.clone();
 }

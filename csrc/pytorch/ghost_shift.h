@@ -20,10 +20,8 @@ void check_out_arg(const at::Tensor& out, const at::Tensor& input,
                    int64_t out_channels);
 
 // `t`, or a copy of it where it shares memory with `out`, so that writing
-// `out` cannot change what is read. `same_is_fine`: `t` may be `out` itself
-// (an element-wise read of each element before its write, as the residual).
-at::Tensor unaliased(const at::Tensor& t, const at::Tensor& out,
-                     bool same_is_fine);
+// `out` cannot change what is read (the kernels may write a position twice).
+at::Tensor unaliased(const at::Tensor& t, const at::Tensor& out);
 
 // How the forward kernels can write `out` (N, C, H, W): plane by plane (every
 // (n, c) plane contiguous: NCHW, or a channel slice of a larger NCHW tensor),

@@ -61,7 +61,11 @@ struct PlainCopy {
     std::memcpy(d, s, sizeof(T) * len);
   }
   void outside(T* d, const T*, int64_t len) const {
-    std::memset(d, 0, sizeof(T) * len);
+    if (len > 16) {
+      std::memset(d, 0, sizeof(T) * len);
+    } else {
+      for (int64_t i = 0; i < len; ++i) d[i] = T(0);
+    }
   }
 };
 
@@ -115,20 +119,20 @@ void shift_plane(const T* src, T* dst, const T* res, int64_t H, int64_t W,
     op.outside(dst, res, H * W);
     return;
   }
-  op.outside(dst, res, ry.lo * W);
-  op.outside(dst + ry.hi * W, advance(res, ry.hi * W), (H - ry.hi) * W);
-  if (dx == 0) {  // the valid rows are one contiguous block
-    op.moved(dst + ry.lo * W, src + (ry.lo - dy) * W, advance(res, ry.lo * W),
-             ry.length() * W);
-    return;
-  }
-  for (int64_t y = ry.lo; y < ry.hi; ++y) {
-    T* d = dst + y * W;
-    const T* r = advance(res, y * W);
-    const T* s = src + (y - dy) * W;
-    op.outside(d, r, rx.lo);
-    op.moved(d + rx.lo, s + rx.lo - dx, advance(r, rx.lo), rx.length());
-    op.outside(d + rx.hi, advance(r, rx.hi), W - rx.hi);
+  // The valid block as ONE flat range, from its first position to its last:
+  // dst[k] = src[k - dy * W - dx] there (every source index lies inside the
+  // plane). Where dx != 0 that range also covers |dx| positions per row
+  // boundary whose source is the neighbouring row; they are written again
+  // as outside. Few long moves instead of one short move per row.
+  const int64_t first = ry.lo * W + rx.lo, last = (ry.hi - 1) * W + rx.hi;
+  op.outside(dst, res, first);
+  op.moved(dst + first, src + first - dy * W - dx, advance(res, first),
+           last - first);
+  op.outside(dst + last, advance(res, last), H * W - last);
+  if (dx == 0) return;
+  for (int64_t y = ry.lo; y + 1 < ry.hi; ++y) {
+    const int64_t gap = y * W + rx.hi;  // row y's end and row y + 1's start
+    op.outside(dst + gap, advance(res, gap), W - rx.length());
   }
 }
 
@@ -251,10 +255,10 @@ void ghost_shift_into_cpu(const at::Tensor& input, const at::Tensor& src,
   }
   const bool pixels = order == WriteOrder::kPixels;
   const auto fmt = format_of(pixels);
-  forward_into(unaliased(input, out, false).contiguous(fmt),
+  forward_into(unaliased(input, out).contiguous(fmt),
                to_host_vector(src), to_host_vector(offsets),
                residual.has_value()
-                   ? unaliased(*residual, out, true).contiguous(fmt)
+                   ? unaliased(*residual, out).contiguous(fmt)
                    : at::Tensor(),
                scale, relu, pixels, out);
 }

@@ -245,8 +245,8 @@ void ghost_shift_into_cuda(const at::Tensor& input, const at::Tensor& src,
   const bool pixels =
       write_order(out, use_channels_last(input)) == WriteOrder::kPixels;
   const auto fmt = format_of(pixels);
-  launch_forward(unaliased(input, out, false).contiguous(fmt), src, offsets,
-                 residual.has_value() ? unaliased(*residual, out, true).contiguous(fmt)
+  launch_forward(unaliased(input, out).contiguous(fmt), src, offsets,
+                 residual.has_value() ? unaliased(*residual, out).contiguous(fmt)
                                       : at::Tensor(),
                  scale, relu, pixels, out);
 }
