@@ -11,8 +11,10 @@ repeats (regular, ghost, 0.5x, regular, ...); the latency ratio is the
 ratio of the medians, and the quartiles of the round-by-round ratios show
 how much the machine moved it; the JSON keeps every round's times.
 Training: one step (forward, backward, Adam) on a batch of 16 48x48
-patches, EDSR c64b16, regular vs ghost with learnable shifts. Peak memory: inference in a fresh process per
-model (peak RSS growth on the CPU, max allocated on CUDA). Writes Markdown
+patches, EDSR c64b16, regular vs ghost with learnable shifts. Peak memory:
+inference in a fresh process per model (peak RSS growth on the CPU, max
+allocated on CUDA). --ablate-fusion adds two ghost variants to the same
+interleaved rounds: the epilogue as separate ops, and torch.cat concats. Writes Markdown
 to stdout and JSON to benchmarks/results/models_<device>.json.
 """
 import argparse
@@ -32,6 +34,7 @@ from ghostsr_mm.analysis import (count_flops, count_params,  # noqa: E402
                                  interleaved_times, median_times,
                                  paired_ratio)
 from ghostsr_mm.models.layers import (GhostConv2d,  # noqa: E402
+                                      concat_with_torch_cat,
                                       convert_to_inference, ghost_layers)
 from ghostsr_mm.ops import apply_epilogue  # noqa: E402
 
@@ -55,7 +58,7 @@ def build(kind, scale, variant):
     from mmagic.registry import MODELS as REGISTRY
     regular, ghost, kwargs, width_key = MODELS[kind]
     cfg = dict(kwargs, upscale_factor=scale)
-    if variant in ('ghost', 'unfused'):
+    if variant in ('ghost', 'unfused', 'cat'):
         model = convert_to_inference(
             REGISTRY.build(dict(type=ghost, **cfg)), inplace=True)
         if variant == 'unfused':
@@ -145,19 +148,29 @@ def bench_inference(kinds, scale, device, repeats, use_compile,
     rows = []
     for kind in kinds:
         variants = ('regular', 'ghost', 'half') + (
-            ('unfused', ) if ablate_fusion else ())
+            ('unfused', 'cat') if ablate_fusion else ())
         models = {v: build(kind, scale, v).to(device, memory_format=fmt)
                   for v in variants}
         fns = {v: (torch.compile(m) if use_compile else m)
                for v, m in models.items()}
+
+        def call(variant, f):
+            if variant != 'cat':
+                return lambda: f(x)
+
+            def with_cat():
+                with concat_with_torch_cat():
+                    return f(x)
+            return with_cat
+
         with torch.inference_mode():
             raw = interleaved_times(
-                {v: (lambda f=f: f(x)) for v, f in fns.items()},
+                {v: call(v, f) for v, f in fns.items()},
                 repeats=repeats, warmup=2, sync=sync)
         t = median_times(raw)
         _, low, high = paired_ratio(raw, 'ghost', 'regular')
         flops = {v: count_flops(m, (3, size, size), device)
-                 for v, m in models.items() if v != 'unfused'}
+                 for v, m in models.items() if v not in ('unfused', 'cat')}
         params = {v: count_params(m) for v, m in models.items()}
         mem = {v: peak_memory(kind, scale, v, device, size)
                for v in ('regular', 'ghost')}
@@ -170,6 +183,8 @@ def bench_inference(kinds, scale, device, repeats, use_compile,
             half_latency_ratio=t['half'] / t['regular'],
             unfused_latency_ratio=(t['unfused'] / t['regular']
                                    if ablate_fusion else None),
+            cat_latency_ratio=(t['cat'] / t['regular']
+                               if ablate_fusion else None),
             flops_ratio=flops['ghost'] / flops['regular'],
             memory_ratio=mem['ghost'] / max(mem['regular'], 1)))
     return rows
@@ -218,7 +233,8 @@ def main(argv=None):
     parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
     parser.add_argument('--ablate-fusion', action='store_true',
                         help='also time the ghost models with the '
-                        'ReLU / residual epilogue run as separate ops')
+                        'ReLU / residual epilogue run as separate ops, and '
+                        'with every concat made by torch.cat')
     parser.add_argument('--channels-last', action='store_true',
                         help='channels_last models and inputs')
     args = parser.parse_args(argv)
@@ -249,11 +265,13 @@ def main(argv=None):
               f"{r['round_ratio_quartiles'][1]:.2f}) | "
               f"{r['half_latency_ratio']:.3f} | {r['memory_ratio']:.2f} |")
     if args.ablate_fusion:
-        print('\n| model | ghost, epilogue fused / regular | ghost, epilogue '
-              'unfused / regular |\n|---|---|---|')
+        print('\n| model | ghost / regular | ghost, epilogue unfused / '
+              'regular | ghost, concats by torch.cat / regular |'
+              '\n|---|---|---|---|')
         for r in rows:
             print(f"| {r['model']} | {r['latency_ratio']:.3f} | "
-                  f"{r['unfused_latency_ratio']:.3f} |")
+                  f"{r['unfused_latency_ratio']:.3f} | "
+                  f"{r['cat_latency_ratio']:.3f} |")
     train = None
     if not args.no_train:
         train = bench_training(device, max(args.repeats, 5))
