@@ -1,20 +1,23 @@
 """Whole models: every ghost model against its regular parent (and a
 Conv-0.5x width reference) in one run.
 
-    python benchmarks/bench_models.py [--repeats 9] [--scales 2]
+    python benchmarks/bench_models.py [--repeats 9] [--min-seconds 60]
+        [--scales 2]
         [--models edsr_c256b32 edsr_c64b16 rdn carn carn_m]
         [--no-train] [--compile] [--ablate-fusion] [--channels-last]
 
 Inference: the ghost models as their inference graph, torch.inference_mode,
 a 3x128x128 LR input on the CPU (3x512x512 on CUDA), median of interleaved
-repeats (regular, ghost, 0.5x, regular, ...); the latency ratio is the
-ratio of the medians, and the quartiles of the round-by-round ratios show
+repeats (regular, ghost, 0.5x, 0.5x, ghost, regular, ...); the latency
+ratio is the ratio of the medians, and the quartiles of the round-by-round ratios show
 how much the machine moved it; the JSON keeps every round's times.
 Training: one step (forward, backward, Adam) on a batch of 16 48x48
 patches, EDSR c64b16, regular vs ghost with learnable shifts. Peak memory:
 inference in a fresh process per model (peak RSS growth on the CPU, max
 allocated on CUDA). --ablate-fusion adds two ghost variants to the same
-interleaved rounds: the epilogue as separate ops, and torch.cat concats. Writes Markdown
+interleaved rounds: the epilogue as separate ops, and torch.cat concats.
+Every model gets at least --repeats rounds and as many more as make its
+timed calls add up to --min-seconds. Writes Markdown
 to stdout and JSON to benchmarks/results/models_<device>.json.
 """
 import argparse
@@ -139,7 +142,8 @@ def unfuse_epilogues(model):
 
 
 def bench_inference(kinds, scale, device, repeats, use_compile,
-                    channels_last=False, ablate_fusion=False):
+                    channels_last=False, ablate_fusion=False,
+                    min_seconds=0.0):
     size = 512 if device == 'cuda' else 128
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     x = torch.rand(1, 3, size, size, device=device).contiguous(
@@ -166,7 +170,8 @@ def bench_inference(kinds, scale, device, repeats, use_compile,
         with torch.inference_mode():
             raw = interleaved_times(
                 {v: call(v, f) for v, f in fns.items()},
-                repeats=repeats, warmup=2, sync=sync)
+                repeats=repeats, warmup=2, sync=sync,
+                min_seconds=min_seconds)
         t = median_times(raw)
         _, low, high = paired_ratio(raw, 'ghost', 'regular')
         flops = {v: count_flops(m, (3, size, size), device)
@@ -190,7 +195,7 @@ def bench_inference(kinds, scale, device, repeats, use_compile,
     return rows
 
 
-def bench_training(device, repeats):
+def bench_training(device, repeats, min_seconds=0.0):
     from mmagic.registry import MODELS as REGISTRY
     _, _, kwargs, _ = MODELS['edsr_c64b16']
     models = {
@@ -214,7 +219,8 @@ def bench_training(device, repeats):
 
         steps[name] = step
     sync = torch.cuda.synchronize if device == 'cuda' else (lambda: None)
-    raw = interleaved_times(steps, repeats=repeats, warmup=2, sync=sync)
+    raw = interleaved_times(steps, repeats=repeats, warmup=2, sync=sync,
+                            min_seconds=min_seconds)
     t = median_times(raw)
     _, low, high = paired_ratio(raw, 'ghost', 'regular')
     return dict(model='edsr_c64b16 x2 train step', batch='16x3x48x48',
@@ -224,7 +230,11 @@ def bench_training(device, repeats):
 
 def main(argv=None):
     parser = argparse.ArgumentParser()
-    parser.add_argument('--repeats', type=int, default=9)
+    parser.add_argument('--repeats', type=int, default=9,
+                        help='timed rounds per model, at least')
+    parser.add_argument('--min-seconds', type=float, default=60,
+                        help='more rounds until the timed calls of a model '
+                        'add up to this')
     parser.add_argument('--scales', type=int, nargs='+', default=[2])
     parser.add_argument('--models', nargs='+', default=list(MODELS))
     parser.add_argument('--no-train', action='store_true')
@@ -246,13 +256,14 @@ def main(argv=None):
     for scale in args.scales:
         rows += bench_inference(args.models, scale, device, args.repeats,
                                 args.compile, args.channels_last,
-                                args.ablate_fusion)
+                                args.ablate_fusion, args.min_seconds)
     layout = 'channels_last' if args.channels_last else 'NCHW'
     print(f'\n### whole models, {device} ({machine}), inference, '
           f'{layout}' + (', torch.compile' if args.compile else '') + '\n')
     print('| model | input | params reg / ghost (M) | FLOPs ratio | '
           'latency reg / ghost / 0.5x (ms) | '
-          'latency ratio (round quartiles) | 0.5x ratio | peak mem ratio |')
+          'latency ratio (round quartiles; rounds) | 0.5x ratio | '
+          'peak mem ratio |')
     print('|---|---|---|---|---|---|---|---|')
     for r in rows:
         t = r['latency_s']
@@ -262,7 +273,8 @@ def main(argv=None):
               f"{t['regular'] * 1e3:.0f} / {t['ghost'] * 1e3:.0f} / "
               f"{t['half'] * 1e3:.0f} | {r['latency_ratio']:.3f} "
               f"({r['round_ratio_quartiles'][0]:.2f}-"
-              f"{r['round_ratio_quartiles'][1]:.2f}) | "
+              f"{r['round_ratio_quartiles'][1]:.2f}; "
+              f"{len(r['latency_rounds_s']['ghost'])}) | "
               f"{r['half_latency_ratio']:.3f} | {r['memory_ratio']:.2f} |")
     if args.ablate_fusion:
         print('\n| model | ghost / regular | ghost, epilogue unfused / '
@@ -274,14 +286,16 @@ def main(argv=None):
                   f"{r['cat_latency_ratio']:.3f} |")
     train = None
     if not args.no_train:
-        train = bench_training(device, max(args.repeats, 5))
+        train = bench_training(device, max(args.repeats, 5),
+                               args.min_seconds)
         t = train['latency_s']
         print(f"\ntraining step ({train['batch']}): regular "
               f"{t['regular'] * 1e3:.0f} ms, ghost (learnable shift) "
               f"{t['ghost'] * 1e3:.0f} ms, ratio {train['ratio']:.3f} "
               f"(round by round: quartiles "
               f"{train['round_ratio_quartiles'][0]:.2f}-"
-              f"{train['round_ratio_quartiles'][1]:.2f})")
+              f"{train['round_ratio_quartiles'][1]:.2f}, "
+              f"{len(train['latency_rounds_s']['ghost'])} rounds)")
     os.makedirs(osp.join(osp.dirname(__file__), 'results'), exist_ok=True)
     name = (f'models_{device}' + ('_channels_last' if args.channels_last
                                   else '') +

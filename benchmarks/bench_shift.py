@@ -4,9 +4,11 @@ pad + slice + concat, and a GhostConv layer against the convs it replaces.
     python benchmarks/bench_shift.py [--repeats 30] [--size 128]
 
 Median of interleaved repeats, one run; ratios are of the medians, within
-that run. CPU
-always, CUDA when a GPU is visible. Writes a Markdown table to stdout and
-JSON to benchmarks/results/shift_<device>.json.
+that run. The layers run alone, followed by a ReLU, and followed by a ReLU
+with their output written into a channel slice of a concatenation buffer
+(as in RDN's dense blocks). CPU always, CUDA when a GPU is visible. Writes
+a Markdown table to stdout and JSON to
+benchmarks/results/shift_<device>.json.
 """
 import argparse
 import json
@@ -46,6 +48,11 @@ def bench_op(channels, size, device, repeats):
     grad = torch.randn_like(out)
     ghosts = torch.arange(m, channels, device=device)
     sync = torch.cuda.synchronize if device == 'cuda' else (lambda: None)
+    # As a dense layer uses them: the output lands in a channel slice of a
+    # concatenation buffer (a regular conv's epilogue writes it there, the
+    # ghost layer's shift writes it in place).
+    buf = torch.empty(1, 2 * channels, size, size, device=device)
+    full_part, half_part = buf[:, channels:], buf[:, channels:channels * 3 // 2]
     with torch.no_grad():
         raw = interleaved_times(
             {
@@ -79,6 +86,11 @@ def bench_layer(channels, size, device, repeats):
         channels, channels, 3, padding=1, shift_mode='fixed').to(device)
     ghost.offsets[channels // 2:] = torch.tensor([1, -1])
     sync = torch.cuda.synchronize if device == 'cuda' else (lambda: None)
+    # As a dense layer uses them: the output lands in a channel slice of a
+    # concatenation buffer (a regular conv's epilogue writes it there, the
+    # ghost layer's shift writes it in place).
+    buf = torch.empty(1, 2 * channels, size, size, device=device)
+    full_part, half_part = buf[:, channels:], buf[:, channels:channels * 3 // 2]
     with torch.no_grad():
         raw = interleaved_times(
             {
@@ -89,6 +101,12 @@ def bench_layer(channels, size, device, repeats):
                 'full_relu': lambda: conv_epilogue(full, x, relu=True),
                 'half_relu': lambda: conv_epilogue(half, x, relu=True),
                 'ghost_relu': lambda: conv_epilogue(ghost, x, relu=True),
+                'full_cat': lambda: conv_epilogue(
+                    full, x, relu=True, out=full_part),
+                'half_cat': lambda: conv_epilogue(
+                    half, x, relu=True, out=half_part),
+                'ghost_cat': lambda: conv_epilogue(
+                    ghost, x, relu=True, out=full_part),
             },
             repeats=repeats,
             sync=sync)
@@ -106,7 +124,10 @@ def bench_layer(channels, size, device, repeats):
         overhead_vs_half_in_full=overhead('ghost', 'half', 'full'),
         relu_ghost_over_full=t['ghost_relu'] / t['full_relu'],
         relu_overhead_vs_half_in_full=overhead('ghost_relu', 'half_relu',
-                                               'full_relu'))
+                                               'full_relu'),
+        cat_ghost_over_full=t['ghost_cat'] / t['full_cat'],
+        cat_overhead_vs_half_in_full=overhead('ghost_cat', 'half_cat',
+                                              'full_cat'))
 
 
 def main(argv=None):
@@ -140,7 +161,8 @@ def main(argv=None):
               '(ms) | ghost / full | (ghost - half) / full |')
         print('|---|---|---|---|---|---|')
         for r in layer_rows:
-            for tag, key in (('', ''), (' + ReLU', 'relu_')):
+            for tag, key in (('', ''), (' + ReLU', 'relu_'),
+                             (' + ReLU, into a concat', 'cat_')):
                 pre = key.rstrip('_')
                 ms = [r[f'{k}_{pre}_ms' if pre else f'{k}_ms']
                       for k in ('full', 'half', 'ghost')]

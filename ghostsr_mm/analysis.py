@@ -48,32 +48,44 @@ def count_flops(model: nn.Module, shape: Sequence[int],
 def interleaved_times(fns: Dict[str, Callable[[], object]],
                       repeats: int = 10,
                       warmup: int = 2,
-                      sync: Callable[[], None] = lambda: None
-                      ) -> Dict[str, List[float]]:
-    """Seconds of every timed call of each function, timed A B C A B C ...
-    so that drifts of the machine hit every candidate alike.
+                      sync: Callable[[], None] = lambda: None,
+                      min_seconds: float = 0.0) -> Dict[str, List[float]]:
+    """Seconds of every timed call of each function, timed in rounds
+    A B C, C B A, A B C, ... so that drifts of the machine, and the order
+    within a round, hit every candidate alike.
 
     Args:
         fns (dict): name -> zero-argument callable.
-        repeats (int): Timed rounds. Default: 10.
+        repeats (int): Timed rounds, at least. Default: 10.
         warmup (int): Untimed rounds first. Default: 2.
         sync (callable): Called before reading the clock (e.g.
             ``torch.cuda.synchronize``).
+        min_seconds (float): If > 0, go on with more rounds (an even number
+            in all) until the timed calls add up to this, so that fast
+            models get as many rounds as the machine's noise needs.
+            Default: 0.
 
     Returns:
-        dict: name -> the ``repeats`` times, round by round.
+        dict: name -> the times, round by round.
     """
+    names = list(fns)
     for _ in range(warmup):
         for fn in fns.values():
             fn()
     sync()
     times = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
+    rounds = total = 0
+    while rounds < repeats or (min_seconds > 0 and
+                               (total < min_seconds or rounds % 2)):
+        order = names if rounds % 2 == 0 else names[::-1]
+        for name in order:
             start = time.perf_counter()
-            fn()
+            fns[name]()
             sync()
-            times[name].append(time.perf_counter() - start)
+            elapsed = time.perf_counter() - start
+            times[name].append(elapsed)
+            total += elapsed
+        rounds += 1
     return times
 
 

@@ -5,7 +5,8 @@ import pytest
 import torch
 from mmagic.registry import MODELS
 
-from ghostsr_mm.models.layers import GhostConv2d, GrowingConcat, conv_epilogue
+from ghostsr_mm.models.layers import (GhostConv2d, GrowingConcat,
+                                      concat_with_torch_cat, conv_epilogue)
 
 
 def grow(first, convs, relu=True):
@@ -63,6 +64,17 @@ def test_with_autograd_it_concatenates_and_gradients_flow():
     x.grad = None
     plain_grow(x, convs).square().sum().backward()
     torch.testing.assert_close(grad, x.grad)
+
+
+def test_concat_with_torch_cat_switches_off_the_buffer():
+    convs = dense_convs()
+    x = torch.randn(1, 4, 6, 5)
+    with torch.no_grad():
+        with concat_with_torch_cat():
+            concat = grow(x, convs)
+        assert concat._buffer is None
+        torch.testing.assert_close(concat.tensor, plain_grow(x, convs))
+        assert grow(x, convs)._buffer is not None  # restored on exit
 
 
 def test_part_too_large_or_misannounced_raises():

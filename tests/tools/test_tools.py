@@ -8,6 +8,7 @@ import os
 import os.path as osp
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -220,8 +221,19 @@ def test_interleaved_times_and_paired_ratio():
     times = interleaved_times(
         {'a': lambda: order.append('a'), 'b': lambda: order.append('b')},
         repeats=3, warmup=1)
-    assert order == ['a', 'b'] * 4  # warm-up, then interleaved rounds
+    # Warm-up, then interleaved rounds in alternating order.
+    assert order == ['a', 'b', 'a', 'b', 'b', 'a', 'a', 'b']
     assert [len(t) for t in times.values()] == [3, 3]
+    # min_seconds: rounds go on, an even number of them, until the timed
+    # calls add up to 50 ms, and stop at the first even count that does.
+    times = interleaved_times(
+        {'a': lambda: time.sleep(0.005), 'b': lambda: time.sleep(0.005)},
+        repeats=2, warmup=0, min_seconds=0.05)
+    rounds = len(times['a'])
+    assert rounds % 2 == 0 and len(times['b']) == rounds
+    per_round = [a + b for a, b in zip(times['a'], times['b'])]
+    assert sum(per_round) >= 0.05
+    assert rounds == 2 or sum(per_round[:-2]) < 0.05
     # Hand-derived: round ratios 0.5, 1, 2, 2 -> inclusive quartiles
     # 0.875 and 2, median 1.5 (the ratio of the medians would be 1.0).
     median, low, high = paired_ratio(
