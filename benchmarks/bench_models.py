@@ -9,8 +9,9 @@ Conv-0.5x width reference) in one run.
 Inference: the ghost models as their inference graph, torch.inference_mode,
 a 3x128x128 LR input on the CPU (3x512x512 on CUDA), median of interleaved
 repeats (regular, ghost, 0.5x, 0.5x, ghost, regular, ...); the latency
-ratio is the ratio of the medians, and the quartiles of the round-by-round ratios show
-how much the machine moved it; the JSON keeps every round's times.
+ratio is the ratio of the medians, and the quartiles of the round-by-round
+ratios show how much the machine moved it; the JSON keeps every round's
+times.
 Training: one step (forward, backward, Adam) on a batch of 16 48x48
 patches, EDSR c64b16, regular vs ghost with learnable shifts. Peak memory:
 inference in a fresh process per model (peak RSS growth on the CPU, max
@@ -134,9 +135,11 @@ def unfuse_epilogues(model):
     epilogue was fused: the ablation of the fusion."""
     for _, layer in ghost_layers(model):
 
-        def forward(x, residual=None, scale=1.0, relu=False, layer=layer):
-            out = GhostConv2d.forward(layer, x)
-            return apply_epilogue(out, residual, scale, relu, inplace=True)
+        def forward(x, residual=None, scale=1.0, relu=False, out=None,
+                    layer=layer):
+            y = apply_epilogue(GhostConv2d.forward(layer, x), residual, scale,
+                               relu, inplace=True)
+            return y if out is None else out.copy_(y)
 
         layer.forward = forward
 

@@ -147,8 +147,9 @@ def _check_out(out: Tensor, like: Tensor, shape) -> None:
     if not isinstance(out, Tensor):
         raise ValueError(f'`out` must be a Tensor, got {type(out).__name__}')
     if out.dtype != like.dtype or out.device != like.device:
-        raise ValueError(f'`out` must have dtype {like.dtype} on {like.device} '
-                         f'(the input\'s), got {out.dtype} on {out.device}')
+        raise ValueError(f'`out` must have dtype {like.dtype} on '
+                         f'{like.device} (the input\'s), got {out.dtype} on '
+                         f'{out.device}')
     if tuple(out.shape) != tuple(shape):
         raise ValueError(f'`out` must have shape {tuple(shape)}, got '
                          f'{tuple(out.shape)}')

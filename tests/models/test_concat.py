@@ -81,10 +81,12 @@ def test_part_too_large_or_misannounced_raises():
     x = torch.randn(1, 4, 3, 3)
     with torch.no_grad():
         concat = GrowingConcat(x, 6)
-        with pytest.raises(ValueError, match='3 channels after 4 exceeds the 6'):
+        with pytest.raises(ValueError,
+                           match='3 channels after 4 exceeds the 6'):
             concat.append(lambda out: out, 3)
     concat = GrowingConcat(x, 8)
-    with pytest.raises(ValueError, match='announced with 2 channels but has 4'):
+    with pytest.raises(ValueError,
+                       match='announced with 2 channels but has 4'):
         concat.append(lambda out: x, 2)
     with pytest.raises(ValueError, match=r'first.*C <= channels=2'):
         GrowingConcat(x, 2)
