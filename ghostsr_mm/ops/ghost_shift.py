@@ -373,9 +373,10 @@ def ghost_shift(input: Tensor,
         out (Tensor, optional): (N, C_out, H, W) tensor to write the result
             into and return, typically a channel slice of a concatenation
             buffer (NCHW or channels_last): the compiled op writes it in
-            place, so the concat costs no copy. It must not share memory
-            with ``input``. Where autograd records the call, the result is
-            copied into ``out`` instead. Default: None.
+            place, so the concat costs no copy. An ``input`` or
+            ``residual`` sharing memory with ``out`` is read from a copy.
+            Where autograd records the call, the result is copied into
+            ``out`` instead. Default: None.
 
     Returns:
         Tensor: ``act(scale * moved + residual)`` where ``moved[n, c, y, x] =
