@@ -31,6 +31,13 @@ enum class WriteOrder { kPlanes, kPixels, kNeither };
 // `prefer_pixels` decides when both orders fit (e.g. C == 1).
 WriteOrder write_order(const at::Tensor& out, bool prefer_pixels);
 
+// The memory format the kernels read inputs in for a write order (pixels:
+// channels-last).
+inline at::MemoryFormat format_of(bool pixels) {
+  return pixels ? at::MemoryFormat::ChannelsLast
+                : at::MemoryFormat::Contiguous;
+}
+
 // Validates the arguments of ghost_shift_backward.
 void check_backward_args(const at::Tensor& grad_output, const at::Tensor& src,
                          const at::Tensor& offsets, int64_t in_channels);

@@ -20,13 +20,13 @@ The compiled kernels (``csrc/``, registered as ``torch.ops.ghostsr.*``) are
 used when the extension is built; otherwise a pure PyTorch reference with the
 same semantics runs, after one warning.
 """
-import contextlib
-import threading
 import warnings
 from typing import Optional
 
 import torch
 from torch import Tensor
+
+from ghostsr_mm.utils import ThreadLocalSwitch
 
 try:
     from ghostsr_mm import _ext  # noqa: F401  (registers torch.ops.ghostsr)
@@ -44,24 +44,18 @@ __all__ = [
 ]
 
 _warned = False
-_force_reference = threading.local()
+_force_reference = ThreadLocalSwitch()
 
 
-@contextlib.contextmanager
 def reference_mode():
     """Run the pure-PyTorch reference instead of the compiled op inside
     the block, e.g. to export ONNX graphs made only of standard operators."""
-    previous = getattr(_force_reference, 'on', False)
-    _force_reference.on = True
-    try:
-        yield
-    finally:
-        _force_reference.on = previous
+    return _force_reference.on()
 
 
 def _use_ext() -> bool:
     global _warned
-    if getattr(_force_reference, 'on', False):
+    if _force_reference:
         return False
     if not HAS_EXT and not _warned:
         _warned = True

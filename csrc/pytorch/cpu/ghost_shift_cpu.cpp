@@ -224,10 +224,6 @@ void forward_into(const at::Tensor& in, const std::vector<int64_t>& s,
       });
 }
 
-at::MemoryFormat format_of(bool pixels) {
-  return pixels ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
-}
-
 at::Tensor ghost_shift_cpu(const at::Tensor& input, const at::Tensor& src,
                            const at::Tensor& offsets,
                            const std::optional<at::Tensor>& residual,

@@ -214,10 +214,6 @@ void launch_forward(const at::Tensor& in, const at::Tensor& src,
   });
 }
 
-at::MemoryFormat format_of(bool pixels) {
-  return pixels ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
-}
-
 at::Tensor ghost_shift_cuda(const at::Tensor& input, const at::Tensor& src,
                             const at::Tensor& offsets,
                             const std::optional<at::Tensor>& residual, double scale,

@@ -11,35 +11,29 @@ epilogue op (one pass over the part only). With autograd it concatenates
 with ``torch.cat``: a buffer written after a conv has read it would change
 what the conv saved for its backward pass.
 """
-import contextlib
-import threading
 from typing import Callable, Optional
 
 import torch
 from torch import Tensor
 
+from ghostsr_mm.utils import ThreadLocalSwitch
+
 __all__ = ['GrowingConcat', 'concat_with_torch_cat']
 
-_state = threading.local()
+_torch_cat = ThreadLocalSwitch()
 
 
-@contextlib.contextmanager
 def concat_with_torch_cat():
     """Make every GrowingConcat inside the block use ``torch.cat`` (the
     ablation of the in-place parts in benchmarks/bench_models.py)."""
-    previous = getattr(_state, 'cat', False)
-    _state.cat = True
-    try:
-        yield
-    finally:
-        _state.cat = previous
+    return _torch_cat.on()
 
 
 def _writes_in_place() -> bool:
     """In-place parts need no autograd and an eager or compiled run (the
     TorchScript tracer behind ONNX export records plain concats)."""
     return not torch.is_grad_enabled() and not torch.jit.is_tracing() \
-        and not torch.jit.is_scripting() and not getattr(_state, 'cat', False)
+        and not torch.jit.is_scripting() and not _torch_cat
 
 
 class GrowingConcat:

@@ -1,0 +1,26 @@
+"""Small helpers shared across the package."""
+import contextlib
+import threading
+
+__all__ = ['ThreadLocalSwitch']
+
+
+class ThreadLocalSwitch:
+    """An on/off switch, off by default, that ``with switch.on():`` turns on
+    for the current thread inside the block (nesting restores the previous
+    state)."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    def __bool__(self) -> bool:
+        return getattr(self._local, 'on', False)
+
+    @contextlib.contextmanager
+    def on(self):
+        previous = bool(self)
+        self._local.on = True
+        try:
+            yield
+        finally:
+            self._local.on = previous
