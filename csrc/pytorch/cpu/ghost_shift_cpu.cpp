@@ -7,7 +7,9 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <cstring>
+#include <numeric>
 #include <optional>
 #include <vector>
 
@@ -166,6 +168,17 @@ A row_dot(const T* a, const T* b, int64_t n) {
   return total;
 }
 
+// The output channels ordered by their source channel (stable): planes that
+// read the same source are written one after the other, by the same task,
+// while that source is still in cache.
+std::vector<int64_t> by_source(const std::vector<int64_t>& s) {
+  std::vector<int64_t> order(s.size());
+  std::iota(order.begin(), order.end(), int64_t(0));
+  std::stable_sort(order.begin(), order.end(),
+                   [&](int64_t a, int64_t b) { return s[a] < s[b]; });
+  return order;
+}
+
 // Writes the forward into `out`, plane by plane (NCHW: any n and c strides,
 // contiguous planes) or pixel by pixel (NHWC: any n, y and x strides,
 // contiguous channels); `in` and `res` are contiguous in the matching format.
@@ -184,12 +197,13 @@ void forward_into(const at::Tensor& in, const std::vector<int64_t>& s,
         scalar_t* op = out.data_ptr<scalar_t>();
         with_writer<scalar_t>(rp != nullptr, relu, scale, [&](auto writer) {
           if (!pixels) {
+            const auto order = by_source(s);
             at::parallel_for(0, N * Co, plane_grain(H * W),
                              [&](int64_t begin, int64_t end) {
               for (int64_t nc = begin; nc < end; ++nc) {
-                const int64_t n = nc / Co, c = nc % Co;
+                const int64_t n = nc / Co, c = order[nc % Co];
                 shift_plane(ip + (n * Ci + s[c]) * H * W, op + n * sn + c * sc,
-                            advance(rp, nc * H * W), H, W, off[2 * c],
+                            advance(rp, (n * Co + c) * H * W), H, W, off[2 * c],
                             off[2 * c + 1], writer);
               }
             });
