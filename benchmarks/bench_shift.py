@@ -100,6 +100,9 @@ def bench_layer(channels, size, device, repeats):
     buf = torch.empty(1, 2 * channels, size, size, device=device)
     full_part = buf[:, channels:]
     half_part = buf[:, channels:channels * 3 // 2]
+    # The floor of any layer that writes its output after the conv: one pass
+    # writing that output and reading nothing.
+    written = torch.empty(1, channels, size, size, device=device)
     with torch.no_grad():
         raw = interleaved_times(
             {
@@ -116,6 +119,7 @@ def bench_layer(channels, size, device, repeats):
                     half, x, relu=True, out=half_part),
                 'ghost_cat': lambda: conv_epilogue(
                     ghost, x, relu=True, out=full_part),
+                'write_output': lambda: written.zero_(),
             },
             repeats=repeats,
             sync=sync)
@@ -136,7 +140,8 @@ def bench_layer(channels, size, device, repeats):
                                                'full_relu'),
         cat_ghost_over_full=t['ghost_cat'] / t['full_cat'],
         cat_overhead_vs_half_in_full=overhead('ghost_cat', 'half_cat',
-                                              'full_cat'))
+                                              'full_cat'),
+        write_output_in_full=t['write_output'] / t['full'])
 
 
 def main(argv=None):
@@ -181,6 +186,11 @@ def main(argv=None):
                 print(f"| {r['shape']}{tag} | {ms[0]:.3f} | {ms[1]:.3f} | "
                       f"{ms[2]:.3f} | {r[key + 'ghost_over_full']:.3f} | "
                       f"{r[key + 'overhead_vs_half_in_full'] * 100:.1f}% |")
+        for r in layer_rows:
+            print(f"\n{r['shape']}: writing the layer's output once "
+                  f"(`zero_()`, nothing read) takes "
+                  f"{r['write_output_ms']:.3f} ms = "
+                  f"{r['write_output_in_full'] * 100:.1f}% of the full conv")
         os.makedirs(osp.join(osp.dirname(__file__), 'results'),
                     exist_ok=True)
         with open(osp.join(osp.dirname(__file__), 'results',
