@@ -105,6 +105,39 @@ def test_eval_is_deterministic_and_inference_graph_identical(name):
     assert not any('shift_logits' in k for k in fixed.state_dict())
 
 
+@pytest.mark.parametrize('name', list(SMALL))
+@pytest.mark.parametrize('train', [False, True])
+def test_cpu_autocast_bfloat16(name, train):
+    """Under CPU autocast the convs run in bfloat16 and the ghost layers'
+    shifts (with their epilogues and concatenations) take bfloat16 inputs:
+    the output stays within bfloat16 rounding of the float32 model's."""
+    torch.manual_seed(0)
+    model = build_small(name, 2).train(train)
+    x = torch.rand(1, 3, 12, 12)
+    shift_dtypes = []
+    hooks = [layer.register_forward_hook(
+        lambda m, i, o: shift_dtypes.append(o.dtype))
+        for _, layer in model.ghost_layers()]
+    with torch.no_grad():
+        torch.manual_seed(1)  # the same Gumbel noise for both (training)
+        expected = model(x)
+        shift_dtypes.clear()
+        torch.manual_seed(1)
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            out = model(x)
+    for h in hooks:
+        h.remove()
+    assert shift_dtypes and set(shift_dtypes) == {torch.bfloat16}
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out.float(), expected, atol=2e-2, rtol=2e-2)
+    if train:  # and gradients reach the shift weights through bfloat16
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            model(x).float().abs().mean().backward()
+        for lname, layer in model.ghost_layers():
+            assert torch.isfinite(layer.shift_logits.grad).all(), lname
+            assert layer.shift_logits.grad.abs().sum() > 0, lname
+
+
 def _plain_forwards():
     """Each block that fuses its epilogue into a ghost layer or writes into
     a GrowingConcat, with the forward it replaces: MMagic's own, or CARN's
