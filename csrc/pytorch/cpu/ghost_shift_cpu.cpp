@@ -1,7 +1,7 @@
 // CPU kernels of the ghost shift. Each plane's valid block is moved as one
 // range (a vectorisable copy loop, or one loop applying the fused epilogue),
 // with no per-element branch; (n, c) planes run in parallel with
-// at::parallel_for.
+// at::parallel_for, grouped by source plane so that each is read once.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
