@@ -35,8 +35,8 @@ test: setup
 	$(PY) -m pytest tests
 
 bench: setup
-	$(PY) benchmarks/bench_shift.py
-	$(PY) benchmarks/bench_models.py
+	$(PY) benchmarks/bench_shift.py --overwrite
+	$(PY) benchmarks/bench_models.py --overwrite
 
 # Re-resolve the lock from requirements/top.txt (needs the package index).
 lock:

@@ -5,6 +5,7 @@ Conv-0.5x width reference) in one run.
         [--scales 2]
         [--models edsr_c256b32 edsr_c64b16 rdn carn carn_m]
         [--no-train] [--compile] [--ablate-fusion] [--channels-last]
+        [--out-dir benchmarks/results] [--overwrite]
 
 Inference: the ghost models as their inference graph, torch.inference_mode,
 a 3x128x128 LR input on the CPU (3x512x512 on CUDA), median of interleaved
@@ -19,12 +20,12 @@ inference in a fresh process per model (peak RSS growth on the CPU, max
 allocated on CUDA). --ablate-fusion adds two ghost variants to the same
 interleaved rounds: the epilogue as separate ops, and torch.cat concats.
 Every model gets at least --repeats rounds and as many more as make its
-timed calls add up to --min-seconds. Writes Markdown
-to stdout and JSON to benchmarks/results/models_<device>.json.
+timed calls add up to --min-seconds. Writes Markdown to stdout and JSON to
+benchmarks/results/models_<device>[_<variant>].json (--out-dir; an
+existing file is kept unless --overwrite).
 """
 import argparse
 import json
-import os
 import os.path as osp
 import platform
 import subprocess
@@ -37,7 +38,7 @@ sys.path.insert(0, ROOT)
 import ghostsr_mm  # noqa: E402,F401
 from ghostsr_mm.analysis import (count_flops, count_params,  # noqa: E402
                                  interleaved_times, median_times,
-                                 paired_ratio)
+                                 paired_ratio, results_path)
 from ghostsr_mm.models.layers import (GhostConv2d,  # noqa: E402
                                       concat_with_torch_cat,
                                       convert_to_inference, ghost_layers)
@@ -253,7 +254,20 @@ def main(argv=None):
                         'with every concat made by torch.cat')
     parser.add_argument('--channels-last', action='store_true',
                         help='channels_last models and inputs')
+    parser.add_argument('--out-dir', default=osp.join(ROOT, 'benchmarks',
+                                                      'results'),
+                        help='where the JSON goes')
+    parser.add_argument('--overwrite', action='store_true',
+                        help='replace an existing JSON of the same name')
     args = parser.parse_args(argv)
+    name = (f'models_{args.device}' +
+            ('_channels_last' if args.channels_last else '') +
+            ('_compile' if args.compile else '') +
+            ('_ablate_fusion' if args.ablate_fusion else ''))
+    try:
+        path = results_path(args.out_dir, f'{name}.json', args.overwrite)
+    except FileExistsError as e:
+        parser.error(str(e))
     device = args.device
     machine = (torch.cuda.get_device_name() if device == 'cuda' else
                f'{platform.processor() or platform.machine()}, '
@@ -305,13 +319,7 @@ def main(argv=None):
               f"{train['round_ratio_quartiles'][0]:.2f}-"
               f"{train['round_ratio_quartiles'][1]:.2f}, "
               f"{len(train['latency_rounds_s']['ghost'])} rounds)")
-    os.makedirs(osp.join(osp.dirname(__file__), 'results'), exist_ok=True)
-    name = (f'models_{device}' + ('_channels_last' if args.channels_last
-                                  else '') +
-            ('_compile' if args.compile else '') +
-            ('_ablate_fusion' if args.ablate_fusion else ''))
-    with open(osp.join(osp.dirname(__file__), 'results', f'{name}.json'),
-              'w') as f:
+    with open(path, 'w') as f:
         json.dump(dict(machine=machine, compile=args.compile,
                        layout=layout,
                        inference=rows, train=train), f, indent=1)

@@ -2,6 +2,7 @@
 pad + slice + concat, and a GhostConv layer against the convs it replaces.
 
     python benchmarks/bench_shift.py [--repeats 30] [--size 128]
+        [--out-dir benchmarks/results] [--overwrite]
 
 Median of interleaved repeats, one run; ratios are of the medians, within
 that run. The op is compared with a clone of a tensor of its output's size
@@ -11,11 +12,11 @@ their output written into a channel slice of a concatenation buffer (as in
 RDN's dense blocks); one write pass over the layer's output (zero_) gives
 the floor of any layer that writes its output after the conv. CPU always,
 CUDA when a GPU is visible. Writes a Markdown table to stdout and JSON to
-benchmarks/results/shift_<device>.json.
+benchmarks/results/shift_<device>.json (--out-dir; an existing file is kept
+unless --overwrite).
 """
 import argparse
 import json
-import os
 import os.path as osp
 import platform
 import sys
@@ -25,11 +26,12 @@ import torch.nn.functional as F
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 from ghostsr_mm.analysis import (interleaved_times,  # noqa: E402
-                                 median_times, paired_ratio)
+                                 median_times, paired_ratio, results_path)
 from ghostsr_mm.models.layers import GhostConv2d, conv_epilogue  # noqa: E402
 from ghostsr_mm.ops import ghost_shift  # noqa: E402
 
 ops = torch.ops.ghostsr
+RESULTS = osp.join(osp.dirname(osp.abspath(__file__)), 'results')
 
 
 def naive_ghost(intrinsic, shift):
@@ -151,8 +153,18 @@ def main(argv=None):
     parser = argparse.ArgumentParser()
     parser.add_argument('--repeats', type=int, default=30)
     parser.add_argument('--size', type=int, default=128)
+    parser.add_argument('--out-dir', default=RESULTS,
+                        help='where shift_<device>.json goes')
+    parser.add_argument('--overwrite', action='store_true',
+                        help='replace an existing shift_<device>.json')
     args = parser.parse_args(argv)
     devices = ['cpu'] + (['cuda'] if torch.cuda.is_available() else [])
+    try:
+        paths = {d: results_path(args.out_dir, f'shift_{d}.json',
+                                 args.overwrite)
+                 for d in devices}
+    except FileExistsError as e:
+        parser.error(str(e))
     for device in devices:
         size = args.size if device == 'cpu' else 512
         ops_rows = [bench_op(c, size, device, args.repeats)
@@ -194,10 +206,7 @@ def main(argv=None):
                   f"(`zero_()`, nothing read) takes "
                   f"{r['write_output_ms']:.3f} ms = "
                   f"{r['write_output_in_full'] * 100:.1f}% of the full conv")
-        os.makedirs(osp.join(osp.dirname(__file__), 'results'),
-                    exist_ok=True)
-        with open(osp.join(osp.dirname(__file__), 'results',
-                           f'shift_{device}.json'), 'w') as f:
+        with open(paths[device], 'w') as f:
             json.dump(dict(machine=machine, op=ops_rows, layer=layer_rows),
                       f, indent=1)
 

@@ -1,5 +1,7 @@
 """Model complexity (Table 1's columns: parameters, FLOPs, latency), shared
 by tools/analysis/complexity.py, the demo and the benchmarks."""
+import os
+import os.path as osp
 import statistics
 import time
 from typing import Callable, Dict, List, Sequence, Tuple
@@ -10,7 +12,8 @@ from mmengine.analysis import FlopAnalyzer
 
 __all__ = [
     'count_params', 'count_flops', 'interleaved_times',
-    'interleaved_median_times', 'median_times', 'paired_ratio'
+    'interleaved_median_times', 'median_times', 'paired_ratio',
+    'results_path'
 ]
 
 # The shift moves memory and costs no FLOPs (GhostSR Sec. 3.1); telling the
@@ -120,3 +123,20 @@ def paired_ratio(times: Dict[str, List[float]], num: str,
         return ratios[0], ratios[0], ratios[0]
     low, mid, high = statistics.quantiles(ratios, n=4, method='inclusive')
     return mid, low, high
+
+
+def results_path(out_dir: str, name: str, overwrite: bool = False) -> str:
+    """The path a benchmark writes its JSON to, ``out_dir/name``, checked
+    before anything is timed: an existing file is kept unless
+    ``overwrite``.
+
+    Raises:
+        FileExistsError: naming the file and the ``--overwrite`` flag.
+    """
+    path = osp.join(out_dir, name)
+    if osp.exists(path) and not overwrite:
+        raise FileExistsError(
+            f'{path} exists; pass --overwrite to replace it, or --out-dir '
+            'to write elsewhere')
+    os.makedirs(out_dir, exist_ok=True)
+    return path
