@@ -11,6 +11,7 @@
 #include <cstring>
 #include <numeric>
 #include <optional>
+#include <type_traits>
 #include <vector>
 
 #include "../ghost_shift.h"
@@ -311,13 +312,22 @@ at::Tensor ghost_shift_backward_cpu(const at::Tensor& grad_output,
               std::memset(dst, 0, sizeof(scalar_t) * H * W);
               continue;
             }
-            if (last - first == 1) {  // a single reader: a plain inverse shift
+            if (std::is_same_v<acc_t, scalar_t> || last - first == 1) {
+              // The first reader's inverse shift writes the whole plane
+              // (zeros outside); the others add onto it in place (float and
+              // double accumulate in their own type).
               const int64_t c = perm[first];
               shift_plane(gp + (n * Co + c) * H * W, dst,
                           static_cast<const scalar_t*>(nullptr), H, W,
                           -off[2 * c], -off[2 * c + 1], PlainCopy<scalar_t>{});
+              for (int64_t k = first + 1; k < last; ++k) {
+                const int64_t ck = perm[k];
+                add_shifted_plane(gp + (n * Co + ck) * H * W, dst, H, W,
+                                  -off[2 * ck], -off[2 * ck + 1]);
+              }
               continue;
             }
+            // Half and bfloat16: accumulate in float, round once.
             acc.assign(H * W, acc_t(0));
             for (int64_t k = first; k < last; ++k) {
               const int64_t c = perm[k];
