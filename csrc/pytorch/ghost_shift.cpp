@@ -3,6 +3,10 @@
 #include "ghost_shift.h"
 
 #include <ATen/MemoryOverlap.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <ATen/core/grad_mode.h>
+#include <c10/core/impl/LocalDispatchKeySet.h>
+#include <torch/csrc/autograd/variable.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -13,40 +17,37 @@ namespace {
 
 void check_index_tensor(const at::Tensor& t, const char* name,
                         const at::Tensor& input) {
-  TORCH_CHECK(!at::isFloatingType(t.scalar_type()) &&
+  TORCH_CHECK_TYPE(!at::isFloatingType(t.scalar_type()) &&
                   !at::isComplexType(t.scalar_type()) &&
                   t.scalar_type() != at::kBool,
               "ghost_shift: `", name, "` must be an integer tensor, got ",
               t.scalar_type());
-  TORCH_CHECK(t.device() == input.device(), "ghost_shift: `", name,
+  TORCH_CHECK_VALUE(t.device() == input.device(), "ghost_shift: `", name,
               "` must be on the same device as `input` (", input.device(),
               "), got ", t.device());
 }
 
 void check_feature_tensor(const at::Tensor& t, const char* name) {
-  TORCH_CHECK(t.dim() == 4, "ghost_shift: `", name,
+  TORCH_CHECK_VALUE(t.dim() == 4, "ghost_shift: `", name,
               "` must be a 4-D tensor (N, C, H, W), got ", t.dim(),
               "-D with shape ", t.sizes());
-  TORCH_CHECK(at::isFloatingType(t.scalar_type()), "ghost_shift: `", name,
+  TORCH_CHECK_TYPE(at::isFloatingType(t.scalar_type()), "ghost_shift: `", name,
               "` must be a floating point tensor, got ", t.scalar_type());
 }
 
 void check_src(const at::Tensor& input, const at::Tensor& src,
                int64_t in_channels) {
   check_index_tensor(src, "src", input);
-  TORCH_CHECK(src.dim() == 1, "ghost_shift: `src` must be 1-D (C_out,), got ",
+  TORCH_CHECK_VALUE(src.dim() == 1, "ghost_shift: `src` must be 1-D (C_out,), got ",
               "shape ", src.sizes());
-  // Reading src on a GPU would synchronise every call; there the kernels
-  // assert the range on the device instead. On the CPU a plain loop (src has
-  // one entry per output channel) is cheaper than two reductions.
+  // On the CPU a plain loop (src has one entry per output channel) is cheaper
+  // than two reductions; the CUDA entry points check on the host themselves
+  // (check_index_range in cuda/ghost_shift_cuda.cu).
   if (src.device().is_cpu() && src.numel() > 0) {
     const auto s = src.to(at::kLong).contiguous();
     const int64_t* p = s.data_ptr<int64_t>();
     const auto range = std::minmax_element(p, p + s.numel());
-    const int64_t lo = *range.first, hi = *range.second;
-    TORCH_CHECK(lo >= 0 && hi < in_channels,
-                "ghost_shift: `src` values must lie in [0, ", in_channels,
-                ") (the input channels), got values in [", lo, ", ", hi, "]");
+    check_src_values(*range.first, *range.second, in_channels);
   }
 }
 
@@ -54,13 +55,27 @@ void check_src_offsets(const at::Tensor& input, const at::Tensor& src,
                        const at::Tensor& offsets, int64_t in_channels) {
   check_src(input, src, in_channels);
   check_index_tensor(offsets, "offsets", input);
-  TORCH_CHECK(offsets.dim() == 2 && offsets.size(1) == 2 &&
+  TORCH_CHECK_VALUE(offsets.dim() == 2 && offsets.size(1) == 2 &&
                   offsets.size(0) == src.size(0),
               "ghost_shift: `offsets` must have shape (C_out, 2) = (",
               src.size(0), ", 2), got ", offsets.sizes());
 }
 
 }  // namespace
+
+void check_src_values(int64_t lo, int64_t hi, int64_t in_channels) {
+  TORCH_CHECK_VALUE(lo >= 0 && hi < in_channels,
+                    "ghost_shift: `src` values must lie in [0, ", in_channels,
+                    ") (the input channels), got values in [", lo, ", ", hi,
+                    "]");
+}
+
+void check_channel_values(int64_t lo, int64_t hi, int64_t out_channels) {
+  TORCH_CHECK_VALUE(lo >= 0 && hi < out_channels,
+                    "ghost_shift_weight_grad: `channels` values must lie in "
+                    "[0, ", out_channels, ") (the output channels), got "
+                    "values in [", lo, ", ", hi, "]");
+}
 
 int64_t check_forward_args(const at::Tensor& input, const at::Tensor& src,
                            const at::Tensor& offsets,
@@ -71,13 +86,13 @@ int64_t check_forward_args(const at::Tensor& input, const at::Tensor& src,
   if (residual.has_value()) {
     const auto& r = *residual;
     check_feature_tensor(r, "residual");
-    TORCH_CHECK(r.scalar_type() == input.scalar_type(),
+    TORCH_CHECK_VALUE(r.scalar_type() == input.scalar_type(),
                 "ghost_shift: `residual` must have the dtype of `input` (",
                 input.scalar_type(), "), got ", r.scalar_type());
-    TORCH_CHECK(r.device() == input.device(),
+    TORCH_CHECK_VALUE(r.device() == input.device(),
                 "ghost_shift: `residual` must be on the same device as "
                 "`input` (", input.device(), "), got ", r.device());
-    TORCH_CHECK(r.size(0) == input.size(0) && r.size(1) == Co &&
+    TORCH_CHECK_VALUE(r.size(0) == input.size(0) && r.size(1) == Co &&
                     r.size(2) == input.size(2) && r.size(3) == input.size(3),
                 "ghost_shift: `residual` must have the output's shape (",
                 input.size(0), ", ", Co, ", ", input.size(2), ", ",
@@ -89,19 +104,19 @@ int64_t check_forward_args(const at::Tensor& input, const at::Tensor& src,
 void check_out_arg(const at::Tensor& out, const at::Tensor& input,
                    int64_t out_channels) {
   check_feature_tensor(out, "out");
-  TORCH_CHECK(out.scalar_type() == input.scalar_type(),
-              "ghost_shift_into: `out` must have the dtype of `input` (",
+  TORCH_CHECK_VALUE(out.scalar_type() == input.scalar_type(),
+              "ghost_shift: `out` must have the dtype of `input` (",
               input.scalar_type(), "), got ", out.scalar_type());
-  TORCH_CHECK(out.device() == input.device(),
-              "ghost_shift_into: `out` must be on the same device as `input` (",
+  TORCH_CHECK_VALUE(out.device() == input.device(),
+              "ghost_shift: `out` must be on the same device as `input` (",
               input.device(), "), got ", out.device());
-  TORCH_CHECK(out.size(0) == input.size(0) && out.size(1) == out_channels &&
+  TORCH_CHECK_VALUE(out.size(0) == input.size(0) && out.size(1) == out_channels &&
                   out.size(2) == input.size(2) && out.size(3) == input.size(3),
-              "ghost_shift_into: `out` must have shape (", input.size(0), ", ",
+              "ghost_shift: `out` must have shape (", input.size(0), ", ",
               out_channels, ", ", input.size(2), ", ", input.size(3),
               "), got ", out.sizes());
-  TORCH_CHECK(at::has_internal_overlap(out) != at::MemOverlap::Yes,
-              "ghost_shift_into: `out` has elements that share memory (e.g. "
+  TORCH_CHECK_VALUE(at::has_internal_overlap(out) != at::MemOverlap::Yes,
+              "ghost_shift: `out` has elements that share memory (e.g. "
               "an expanded tensor); it needs one place per element");
 }
 
@@ -125,13 +140,13 @@ WriteOrder write_order(const at::Tensor& out, bool prefer_pixels) {
 void check_backward_args(const at::Tensor& grad_output, const at::Tensor& src,
                          const at::Tensor& offsets, int64_t in_channels) {
   check_feature_tensor(grad_output, "grad_output");
-  TORCH_CHECK(in_channels > 0,
+  TORCH_CHECK_VALUE(in_channels > 0,
               "ghost_shift_backward: `in_channels` must be positive, got ",
               in_channels);
-  TORCH_CHECK(grad_output.size(1) == src.size(0),
+  check_src_offsets(grad_output, src, offsets, in_channels);
+  TORCH_CHECK_VALUE(grad_output.size(1) == src.size(0),
               "ghost_shift_backward: `grad_output` must have C_out = ",
               src.size(0), " channels (len(src)), got ", grad_output.size(1));
-  check_src_offsets(grad_output, src, offsets, in_channels);
 }
 
 void check_weight_grad_args(const at::Tensor& grad_output,
@@ -139,38 +154,35 @@ void check_weight_grad_args(const at::Tensor& grad_output,
                             const at::Tensor& channels, int64_t max_offset) {
   check_feature_tensor(grad_output, "grad_output");
   check_feature_tensor(input, "input");
-  TORCH_CHECK(max_offset >= 0,
+  TORCH_CHECK_VALUE(max_offset >= 0,
               "ghost_shift_weight_grad: `max_offset` must be >= 0, got ",
               max_offset);
-  TORCH_CHECK(grad_output.scalar_type() == input.scalar_type(),
+  TORCH_CHECK_VALUE(grad_output.scalar_type() == input.scalar_type(),
               "ghost_shift_weight_grad: `grad_output` and `input` must have "
               "the same dtype, got ",
               grad_output.scalar_type(), " and ", input.scalar_type());
-  TORCH_CHECK(grad_output.device() == input.device(),
+  TORCH_CHECK_VALUE(grad_output.device() == input.device(),
               "ghost_shift_weight_grad: `grad_output` must be on the device "
               "of `input` (",
               input.device(), "), got ", grad_output.device());
-  TORCH_CHECK(grad_output.size(0) == input.size(0) &&
+  TORCH_CHECK_VALUE(grad_output.size(0) == input.size(0) &&
                   grad_output.size(2) == input.size(2) &&
                   grad_output.size(3) == input.size(3),
               "ghost_shift_weight_grad: `grad_output` must match `input` in "
               "N, H, W; got ",
               grad_output.sizes(), " and ", input.sizes());
-  TORCH_CHECK(grad_output.size(1) == src.size(0),
+  check_src(input, src, input.size(1));
+  TORCH_CHECK_VALUE(grad_output.size(1) == src.size(0),
               "ghost_shift_weight_grad: `grad_output` must have C_out = ",
               src.size(0), " channels (len(src)), got ", grad_output.size(1));
   check_index_tensor(channels, "channels", input);
-  TORCH_CHECK(channels.dim() == 1,
+  TORCH_CHECK_VALUE(channels.dim() == 1,
               "ghost_shift_weight_grad: `channels` must be 1-D, got shape ",
               channels.sizes());
-  check_src(input, src, input.size(1));
   if (channels.device().is_cpu() && channels.numel() > 0) {
-    const auto lo = channels.min().item<int64_t>();
-    const auto hi = channels.max().item<int64_t>();
-    TORCH_CHECK(lo >= 0 && hi < src.size(0),
-                "ghost_shift_weight_grad: `channels` values must lie in [0, ",
-                src.size(0), ") (the output channels), got values in [", lo,
-                ", ", hi, "]");
+    const auto range = at::aminmax(channels);
+    check_channel_values(std::get<0>(range).item<int64_t>(),
+                         std::get<1>(range).item<int64_t>(), src.size(0));
   }
 }
 
@@ -181,15 +193,57 @@ bool use_channels_last(const at::Tensor& t) {
 
 InverseMap inverse_map(const at::Tensor& src, int64_t in_channels) {
   auto src64 = src.to(at::kLong);
-  auto perm = std::get<1>(
-      at::sort(src64, std::optional<bool>(true), /*dim=*/0, /*descending=*/false));
-  auto counts = at::bincount(src64, {}, in_channels);
-  auto rowptr = at::zeros({in_channels + 1}, src64.options());
-  rowptr.slice(0, 1).copy_(counts.cumsum(0));
-  return {perm.contiguous(), rowptr};
+  auto sorted = at::sort(src64, std::optional<bool>(true), /*dim=*/0,
+                         /*descending=*/false);
+  // rowptr[ci] = the number of sources below ci: a search in the sorted
+  // sources, on src's device with no read back to the host (bincount's
+  // output size would need one on a GPU, breaking CUDA-graph capture).
+  auto rowptr = at::searchsorted(std::get<0>(sorted),
+                                 at::arange(in_channels + 1, src64.options()));
+  return {std::get<1>(sorted).contiguous(), rowptr.contiguous()};
 }
 
+namespace {
+
+// ghost_shift_into under autograd. Writing into `out` in place records no
+// gradient, so a call that autograd would have to record is refused (the
+// Python wrapper ghost_shift(out=) copies a recorded result instead); other
+// calls run the backend kernel and bump `out`'s version, so autograd notices
+// if `out` was saved for a backward pass.
+void ghost_shift_into_autograd(const at::Tensor& input, const at::Tensor& src,
+                               const at::Tensor& offsets,
+                               const std::optional<at::Tensor>& residual,
+                               double scale, bool relu, at::Tensor out) {
+  const bool records =
+      at::GradMode::is_enabled() &&
+      (input.requires_grad() || out.requires_grad() ||
+       (residual.has_value() && residual->defined() &&
+        residual->requires_grad()));
+  TORCH_CHECK_VALUE(!records,
+                    "ghost_shift_into: writing into `out` records no "
+                    "gradient, but `input`, `residual` or `out` requires one; "
+                    "use ghost_shift (or ghostsr_mm.ops.ghost_shift(..., "
+                    "out=...), which copies a recorded result into `out`)");
+  static const auto op =
+      c10::Dispatcher::singleton()
+          .findSchemaOrThrow("ghostsr::ghost_shift_into", "")
+          .typed<void(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                      const std::optional<at::Tensor>&, double, bool,
+                      at::Tensor)>();
+  {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    op.call(input, src, offsets, residual, scale, relu, out);
+  }
+  torch::autograd::impl::bump_version(out);
+}
+
+}  // namespace
+
 }  // namespace ghostsr
+
+TORCH_LIBRARY_IMPL(ghostsr, Autograd, m) {
+  m.impl("ghost_shift_into", &ghostsr::ghost_shift_into_autograd);
+}
 
 TORCH_LIBRARY(ghostsr, m) {
   // moved[n, c, y, x] = input[n, src[c], y - offsets[c, 0], x - offsets[c, 1]],

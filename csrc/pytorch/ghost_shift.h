@@ -8,6 +8,16 @@
 
 namespace ghostsr {
 
+// Errors follow one contract with the Python reference: a wrong dtype raises
+// TypeError (TORCH_CHECK_TYPE), every other bad argument ValueError
+// (TORCH_CHECK_VALUE), with the same message.
+
+// Raise the error for `src` values in [lo, hi] outside [0, in_channels).
+void check_src_values(int64_t lo, int64_t hi, int64_t in_channels);
+// Raise the error for `channels` values in [lo, hi] outside [0,
+// out_channels).
+void check_channel_values(int64_t lo, int64_t hi, int64_t out_channels);
+
 // Validates the arguments of ghost_shift and returns the number of output
 // channels. Every message names the argument and what was expected.
 int64_t check_forward_args(const at::Tensor& input, const at::Tensor& src,

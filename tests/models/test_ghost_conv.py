@@ -43,7 +43,11 @@ def test_copy_mode_with_a_clustering_map_keeps_positions():
         ghost.conv.bias.copy_(conv.bias[:3])
     ghost.set_mapping(src=[0, 1, 2, 0, 2, 1], ghost_channels=[3, 4, 5])
     x = torch.randn(1, 5, 6, 6)
-    assert torch.equal(ghost(x), conv(x))
+    # A 3-filter and a 6-filter conv may take different kernels: equal up to
+    # float rounding; the copies are exact.
+    out = ghost(x)
+    torch.testing.assert_close(out, conv(x))
+    assert torch.equal(out[:, [3, 4, 5]], out[:, [0, 2, 1]])
 
 
 def test_fixed_shift_equals_shifted_conv_output():

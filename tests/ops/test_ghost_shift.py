@@ -1,6 +1,7 @@
 """The compiled ghost shift against its pure-PyTorch reference and against
 hand-derived values; gradients against float64 gradcheck and depthwise
 conv2d; dispatcher registration (opcheck, fake tensors, torch.compile)."""
+import re
 import warnings
 
 import pytest
@@ -10,17 +11,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import requires_cuda
-import importlib
 from ghostsr_mm.ops import (HAS_EXT, candidate_offsets, ghost_shift,
                             ghost_shift_backward_reference,
                             ghost_shift_reference,
                             ghost_shift_weight_grad_reference,
-                            learnable_ghost_shift)
+                            learnable_ghost_shift, reference_mode)
+from ghostsr_mm.ops import _ext
 
-shift_mod = importlib.import_module('ghostsr_mm.ops.ghost_shift')
-
-pytestmark = pytest.mark.skipif(
-    not HAS_EXT, reason='ghostsr_mm._ext is not built')
+requires_ext = pytest.mark.skipif(
+    not HAS_EXT, reason='ghostsr_mm._ext is not built (the reference-only '
+    'tests of this module still run)')
 
 ops = torch.ops.ghostsr
 TOL = {
@@ -47,11 +47,26 @@ def layouts(x):
     yield 'transposed', x.transpose(2, 3).contiguous().transpose(2, 3)
 
 
-def test_hand_derived_values():
+# The two implementations of every op: the compiled kernels and the
+# pure-PyTorch reference (what runs when the extension is not built).
+IMPLS = [pytest.param('compiled', marks=requires_ext), 'reference']
+
+
+def impl_ops(impl):
+    if impl == 'compiled':
+        return (ops.ghost_shift, ops.ghost_shift_backward,
+                ops.ghost_shift_weight_grad)
+    return (ghost_shift_reference, ghost_shift_backward_reference,
+            ghost_shift_weight_grad_reference)
+
+
+@pytest.mark.parametrize('impl', IMPLS)
+def test_hand_derived_values(impl):
+    forward, backward, _ = impl_ops(impl)
     x = torch.arange(12.).view(1, 1, 3, 4)
     src = torch.tensor([0, 0, 0])
     offsets = torch.tensor([[0, 0], [1, 0], [0, -2]])
-    out = ghost_shift(x, src, offsets)
+    out = forward(x, src, offsets)
     torch.testing.assert_close(out[0, 0], x[0, 0])
     torch.testing.assert_close(
         out[0, 1],
@@ -61,12 +76,39 @@ def test_hand_derived_values():
         torch.tensor([[2., 3, 0, 0], [6, 7, 0, 0], [10, 11, 0, 0]]))
     # Input gradient: sources shared by three outputs accumulate; row 2
     # is not read by the dy=1 channel, columns 0-1 not by the dx=-2 one.
-    grad = ops.ghost_shift_backward(torch.ones_like(out), src, offsets, 1)
+    grad = backward(torch.ones_like(out), src, offsets, 1)
     torch.testing.assert_close(
         grad[0, 0],
         torch.tensor([[2., 2, 3, 3], [2, 2, 3, 3], [1, 1, 2, 2]]))
 
 
+@pytest.mark.parametrize('impl', IMPLS)
+def test_non_finite_values_shifted_out_leave_zeros(impl):
+    forward, _, _ = impl_ops(impl)
+    x = torch.tensor([[[[float('inf'), 1.0], [float('nan'), 2.0]]]])
+    out = forward(x, torch.tensor([0]), torch.tensor([[0, 1]]))
+    # Column 0 reads outside the image; column 1 gets inf and NaN.
+    assert out[0, 0, :, 0].tolist() == [0.0, 0.0]
+    assert out[0, 0, 0, 1] == float('inf') and out[0, 0, 1, 1].isnan()
+
+
+@pytest.mark.parametrize('impl', IMPLS)
+@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
+def test_weight_grad_of_low_precision_does_not_overflow(impl, dtype):
+    """A sum over N·H·W products beyond float16's 65504 (a scaled loss
+    under autocast) is returned in float32, exactly: 300 * 300 ones at the
+    centre candidate, 299 * 300 one row off, 299 * 299 at a corner."""
+    _, _, weight_grad = impl_ops(impl)
+    x = torch.ones(1, 1, 300, 300, dtype=dtype)
+    grad = torch.ones(1, 1, 300, 300, dtype=dtype)
+    out = weight_grad(grad, x, torch.tensor([0]), torch.tensor([0]), 1)
+    assert out.dtype == torch.float32
+    assert out[0, 1, 1].item() == 90000.0
+    assert out[0, 0, 1].item() == 89700.0
+    assert out[0, 0, 0].item() == 299.0 * 299
+
+
+@requires_ext
 @pytest.mark.parametrize('dtype', list(TOL))
 def test_forward_matches_reference(dtype):
     x, src, offsets = sample(dtype=dtype)
@@ -83,6 +125,7 @@ EPILOGUES = [(False, 1.0, True), (True, 0.1, False), (True, 1.0, True),
              (False, -0.5, False)]
 
 
+@requires_ext
 @pytest.mark.parametrize('dtype', list(TOL))
 @pytest.mark.parametrize('with_residual, scale, relu', EPILOGUES)
 def test_fused_epilogue_matches_standard_ops(dtype, with_residual, scale,
@@ -123,6 +166,7 @@ def test_fused_relu_keeps_nan_like_torch_relu():
     assert out[0, 0, 0, 1:].tolist() == [0.0, 2.0]
 
 
+@requires_ext
 def test_gradcheck_fused_epilogue_float64():
     x, src, offsets = sample(dtype=torch.float64)
     x.requires_grad_()
@@ -139,6 +183,7 @@ def test_gradcheck_fused_epilogue_float64():
         lambda t: ghost_shift(t, src, offsets, None, -2.0, False), (x, ))
 
 
+@requires_ext
 def test_channels_last_in_channels_last_out():
     x, src, offsets = sample()
     out = ghost_shift(
@@ -146,6 +191,7 @@ def test_channels_last_in_channels_last_out():
     assert out.is_contiguous(memory_format=torch.channels_last)
 
 
+@requires_ext
 def test_expanded_per_layer_offsets_need_no_copy():
     x, src, _ = sample()
     per_layer = torch.tensor([[1, -1]]).expand(src.numel(), 2)
@@ -155,6 +201,7 @@ def test_expanded_per_layer_offsets_need_no_copy():
         ghost_shift_reference(x, src, per_layer.contiguous()))
 
 
+@requires_ext
 @pytest.mark.parametrize('dtype', list(TOL))
 def test_backward_matches_reference(dtype):
     x, src, offsets = sample(dtype=dtype)
@@ -166,6 +213,7 @@ def test_backward_matches_reference(dtype):
         torch.testing.assert_close(out.double(), expected, **TOL[dtype])
 
 
+@requires_ext
 @pytest.mark.parametrize('dtype', list(TOL))
 def test_weight_grad_matches_conv2d_weight(dtype):
     x, src, _ = sample(dtype=dtype)
@@ -184,6 +232,7 @@ def test_weight_grad_matches_conv2d_weight(dtype):
             rtol=tol['rtol'])
 
 
+@requires_ext
 def test_gradcheck_input_float64():
     x, src, offsets = sample(dtype=torch.float64)
     x.requires_grad_()
@@ -222,6 +271,7 @@ class _WindowShift(torch.autograd.Function):
                                            ctx.d), None, None, None, None
 
 
+@requires_ext
 @pytest.mark.parametrize('d', [1, 2])
 def test_gradcheck_weight_grad_float64(d):
     x, src, _ = sample(dtype=torch.float64)
@@ -275,6 +325,7 @@ def test_candidate_offsets_follow_eq1():
     assert off[5].tolist() == [0, -1]  # reads (y, x+1)
 
 
+@requires_ext
 def test_opcheck():
     x, src, offsets = sample()
     grad = torch.randn(2, 8, 5, 6)
@@ -307,6 +358,7 @@ def concat_buffer(channels_last, n=2, h=5, w=6, dtype=torch.float32):
     return buf, buf[:, 3:11]
 
 
+@requires_ext
 @pytest.mark.parametrize('dtype', list(TOL))
 @pytest.mark.parametrize('channels_last', [False, True])
 @pytest.mark.parametrize('with_residual, scale, relu', EPILOGUES)
@@ -326,6 +378,7 @@ def test_out_writes_the_slice_in_place(dtype, channels_last, with_residual,
         assert buf[:, :3].isnan().all() and buf[:, 11:].isnan().all(), name
 
 
+@requires_ext
 def test_out_of_other_strides_and_reference_mode():
     x, src, offsets = sample()
     expected = ghost_shift_reference(x, src, offsets)
@@ -333,7 +386,7 @@ def test_out_of_other_strides_and_reference_mode():
     ghost_shift(x, src, offsets, out=transposed)
     assert torch.equal(transposed, expected)
     _, part = concat_buffer(False)
-    with shift_mod.reference_mode():
+    with reference_mode():
         ghost_shift(x, src, offsets, out=part)
     assert torch.equal(part, expected)
     # out may be the residual itself: an in-place residual add.
@@ -377,10 +430,11 @@ def test_bad_out(make, message):
         ops.ghost_shift_into(x, src, offsets, None, 1.0, False, out)
     if 'share' not in message:  # the reference path's own check
         with pytest.raises(ValueError, match=message.split('.')[0]):
-            with shift_mod.reference_mode():
+            with reference_mode():
                 ghost_shift(x, src, offsets, out=out)
 
 
+@requires_ext
 def test_out_sharing_memory_with_input_or_residual():
     """What the op reads is never changed by what it writes: an `out` that
     overlaps the input or the residual gets the result computed from their
@@ -399,6 +453,7 @@ def test_out_sharing_memory_with_input_or_residual():
         torch.testing.assert_close(buf[:, :8], expected, msg=str(n))
 
 
+@requires_ext
 def test_opcheck_out():
     x, src, offsets = sample()
     for channels_last in (False, True):
@@ -411,6 +466,7 @@ def test_opcheck_out():
         (x, src, offsets, residual, 0.5, True, torch.empty(2, 8, 5, 6)))
 
 
+@requires_ext
 def test_torch_compile_matches_eager():
     x, src, offsets = sample()
     fn = torch.compile(
@@ -427,6 +483,7 @@ def test_torch_compile_matches_eager():
     torch.testing.assert_close(xr.grad, xe.grad)
 
 
+@requires_ext
 @settings(max_examples=60, deadline=None)
 @given(
     n=st.integers(1, 3),
@@ -476,57 +533,179 @@ def test_fuzz_against_reference(n, ci, co, h, w, max_shift, seed, layout):
 
 
 BAD_INPUTS = [
-    (lambda x, s, o: (x[0], s, o), 'input.*4-D'),
-    (lambda x, s, o: (x.long(), s, o), 'input.*floating point'),
-    (lambda x, s, o: (x, s.float(), o), 'src.*integer'),
-    (lambda x, s, o: (x, s[None], o), 'src.*1-D'),
-    (lambda x, s, o: (x, s + 4, o), r'src.*\[0, 4\)'),
-    (lambda x, s, o: (x, s, o[:3]), r'offsets.*\(C_out, 2\)'),
-    (lambda x, s, o: (x, s, o.float()), 'offsets.*integer'),
+    (lambda x, s, o: (x[0], s, o), ValueError,
+     r'`input` must be a 4-D tensor \(N, C, H, W\), got 3-D with shape '
+     r'\[4, 5, 6\]'),
+    (lambda x, s, o: (x.long(), s, o), TypeError,
+     '`input` must be a floating point tensor, got Long'),
+    (lambda x, s, o: (x, s.float(), o), TypeError,
+     '`src` must be an integer tensor, got Float'),
+    (lambda x, s, o: (x, s[None], o), ValueError,
+     r'`src` must be 1-D \(C_out,\), got shape \[1, 8\]'),
+    (lambda x, s, o: (x, s + 4, o), ValueError,
+     r'`src` values must lie in \[0, 4\) \(the input channels\), got '
+     r'values in \[4, 7\]'),
+    (lambda x, s, o: (x, s - 1, o), ValueError,
+     r'`src` values must lie in \[0, 4\).*\[-1, 2\]'),
+    (lambda x, s, o: (x, s, o[:3]), ValueError,
+     r'`offsets` must have shape \(C_out, 2\) = \(8, 2\), got \[3, 2\]'),
+    (lambda x, s, o: (x, s, o.float()), TypeError,
+     '`offsets` must be an integer tensor, got Float'),
+    (lambda x, s, o: (x, s, o, torch.randn(2, 4, 5, 6)), ValueError,
+     r"`residual` must have the output's shape \(2, 8, 5, 6\), got "
+     r'\[2, 4, 5, 6\]'),
+    (lambda x, s, o: (x, s, o, torch.randn(2, 8, 5, 6).double()), ValueError,
+     r'`residual` must have the dtype of `input` \(Float\), got Double'),
+    (lambda x, s, o: (x, s, o, torch.randn(8, 5, 6)), ValueError,
+     '`residual` must be a 4-D tensor'),
 ]
 
 
-BAD_RESIDUALS = [
-    (lambda r: r[:, :4], r'residual.*shape \(2, 8, 5, 6\)'),
-    (lambda r: r.double(), 'residual.*dtype'),
-    (lambda r: r[0], 'residual.*4-D'),
+def raised(fn, *args):
+    with pytest.raises(Exception) as info:
+        fn(*args)
+    return info.value
+
+
+def assert_same_error(compiled: Exception, ref: Exception) -> None:
+    """Same type, and the same message (ATen appends a C++ stack trace
+    below the first line in debug builds)."""
+    assert type(compiled) is type(ref)
+    assert str(compiled).splitlines()[0] == str(ref)
+
+
+@pytest.mark.parametrize('make, error, message', BAD_INPUTS)
+def test_bad_input_one_error_contract(make, error, message):
+    """The compiled op and the reference raise the same error type with the
+    same message (the reference runs when the extension is not built)."""
+    x, src, offsets = sample()
+    args = make(x, src, offsets)
+    ref = raised(ghost_shift_reference, *args)
+    assert type(ref) is error
+    assert re.search(message, str(ref)), str(ref)
+    assert str(ref).startswith('ghost_shift: ')
+    if HAS_EXT:
+        assert_same_error(raised(ops.ghost_shift, *args), ref)
+
+
+BAD_BACKWARD = [
+    (lambda g, s, o: (g, s, o, 0), '`in_channels` must be positive, got 0'),
+    (lambda g, s, o: (g, s[0], o, 4),
+     r'`src` must be 1-D \(C_out,\), got shape \[\]'),
+    (lambda g, s, o: (g[:, :5], s, o, 4),
+     r'`grad_output` must have C_out = 8 channels \(len\(src\)\), got 5'),
 ]
 
 
-@pytest.mark.parametrize('make, message', BAD_RESIDUALS)
-def test_bad_residual(make, message):
+@pytest.mark.parametrize('make, message', BAD_BACKWARD)
+def test_bad_backward_arguments(make, message):
+    """0-D src and zero input channels get a message naming them, from both
+    implementations."""
+    grad = torch.randn(2, 8, 5, 6)
+    _, src, offsets = sample()
+    args = make(grad, src, offsets)
+    ref = raised(ghost_shift_backward_reference, *args)
+    assert type(ref) is ValueError and re.search(message, str(ref)), ref
+    if HAS_EXT:
+        assert_same_error(raised(ops.ghost_shift_backward, *args), ref)
+
+
+BAD_OUTS = [
+    (lambda o: o[..., :5],
+     r'`out` must have shape \(2, 8, 5, 6\), got \[2, 8, 5, 5\]'),
+    (lambda o: o.double(),
+     r'`out` must have the dtype of `input` \(Float\), got Double'),
+    (lambda o: o[0], '`out` must be a 4-D tensor'),
+    (lambda o: o[:1, :1, :1, :1].expand(2, 8, 5, 6),
+     '`out` has elements that share memory'),
+]
+
+
+@pytest.mark.parametrize('make, message', BAD_OUTS)
+def test_bad_out(make, message):
     x, src, offsets = sample()
-    residual = make(torch.randn(2, 8, 5, 6))
-    with pytest.raises(RuntimeError, match=message):
-        ops.ghost_shift(x, src, offsets, residual)
-    with pytest.raises(ValueError, match=message):
-        ghost_shift_reference(x, src, offsets, residual)
+    out = make(torch.empty(2, 8, 5, 6))
+    with reference_mode():
+        ref = raised(ghost_shift, x, src, offsets, None, 1.0, False, out)
+    assert type(ref) is ValueError and re.search(message, str(ref)), ref
+    if HAS_EXT:
+        assert_same_error(
+            raised(ops.ghost_shift_into, x, src, offsets, None, 1.0, False,
+                   out), ref)
 
 
-@pytest.mark.parametrize('make, message', BAD_INPUTS)
-def test_bad_input_compiled(make, message):
+@requires_ext
+def test_ghost_shift_into_refuses_what_autograd_would_record():
+    """Called directly, the in-place op does not silently drop gradients,
+    and it bumps the version of `out` so a saved `out` is caught."""
     x, src, offsets = sample()
-    with pytest.raises(RuntimeError, match=message):
-        ops.ghost_shift(*make(x, src, offsets))
+    out = torch.empty(2, 8, 5, 6)
+    with pytest.raises(ValueError, match='records no gradient'):
+        ops.ghost_shift_into(x.clone().requires_grad_(), src, offsets, None,
+                             1.0, False, out)
+    version = out._version
+    with torch.no_grad():  # nothing recorded: allowed
+        ops.ghost_shift_into(x.clone().requires_grad_(), src, offsets, None,
+                             1.0, False, out)
+    assert out._version > version
+    assert torch.equal(out, ghost_shift_reference(x, src, offsets))
+    # An `out` saved for backward and then overwritten: autograd says so.
+    w = torch.randn(2, 8, 5, 6, requires_grad=True)
+    y = w * out
+    ops.ghost_shift_into(x, src, offsets, None, 1.0, False, out)
+    with pytest.raises(RuntimeError, match='modified by an inplace'):
+        y.sum().backward()
 
 
-@pytest.mark.parametrize('make, message', BAD_INPUTS)
-def test_bad_input_reference(make, message):
-    x, src, offsets = sample()
-    with pytest.raises(ValueError, match=message):
-        ghost_shift_reference(*make(x, src, offsets))
+@pytest.mark.parametrize('impl', IMPLS)
+def test_learnable_output_layout_matches_its_fake(impl):
+    """The fake kernel of learnable_ghost_shift promises the layout the real
+    one returns (channels_last in, channels_last out)."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    x, src, _ = sample()
+    x = x.contiguous(memory_format=torch.channels_last)
+    channels = torch.tensor([4, 5])
+    weight = one_hot_ste(torch.randn(2, 3, 3))
+    if impl == 'reference':
+        with reference_mode():
+            real = learnable_ghost_shift(x, src, channels, weight)
+    else:
+        real = learnable_ghost_shift(x, src, channels, weight)
+    with FakeTensorMode() as mode:
+        fake = learnable_ghost_shift(
+            mode.from_tensor(x), mode.from_tensor(src),
+            mode.from_tensor(channels), mode.from_tensor(weight))
+    assert real.is_contiguous(memory_format=torch.channels_last)
+    assert fake.stride() == real.stride()
+
+
+@requires_ext
+def test_opcheck_learnable_channels_last():
+    x, src, _ = sample()
+    xr = x.contiguous(memory_format=torch.channels_last).requires_grad_()
+    weight = one_hot_ste(torch.randn(2, 3, 3)).detach().requires_grad_()
+    torch.library.opcheck(ops.learnable_ghost_shift.default,
+                          (xr, src, torch.tensor([4, 5]), weight))
 
 
 def test_fallback_warns_once(monkeypatch):
-    monkeypatch.setattr(shift_mod, 'HAS_EXT', False)
-    monkeypatch.setattr(shift_mod, '_warned', False)
+    """Without the extension the public op runs the reference, after one
+    warning that says how to build it."""
+    monkeypatch.setitem(_ext._state, 'available', False)
+    monkeypatch.setitem(_ext._state, 'warned', False)
     x, src, offsets = sample()
-    with pytest.warns(RuntimeWarning, match='not built'):
-        out = shift_mod.ghost_shift(x, src, offsets)
+    with pytest.warns(RuntimeWarning, match='not built.*pip install'):
+        out = ghost_shift(x, src, offsets)
     with warnings.catch_warnings():
         warnings.simplefilter('error')
-        shift_mod.ghost_shift(x, src, offsets)  # no second warning
+        ghost_shift(x, src, offsets)  # no second warning
     assert torch.equal(out, ghost_shift_reference(x, src, offsets))
+    # The learnable op and its gradients take the same path.
+    channels = torch.tensor([4, 5])
+    logits = torch.randn(2, 3, 3, requires_grad=True)
+    moved = learnable_ghost_shift(x, src, channels, one_hot_ste(logits))
+    (moved * torch.randn_like(moved)).sum().backward()
+    assert logits.grad is not None and logits.grad.abs().sum() > 0
 
 
 # --------------------------------------------------------------------------

@@ -357,7 +357,10 @@ at::Tensor ghost_shift_weight_grad_cpu(const at::Tensor& grad_output,
   const int64_t G = static_cast<int64_t>(chans.size());
   const auto go = grad_output.contiguous();
   const auto in = input.contiguous();
-  auto result = at::empty({G, K, K}, input.options());
+  // Returned in the accumulation type (float for half and bfloat16): a sum
+  // over N * H * W products overflows float16's 65504 under a scaled loss.
+  auto result = at::empty(
+      {G, K, K}, input.options().dtype(at::toOpMathType(input.scalar_type())));
 
   // Each plane pair is copied once, in acc_t, into zero-padded rows of
   // P = W + 2d: grad_output row y at gpad[y * P + d ...], input row y at
@@ -376,7 +379,7 @@ at::Tensor ghost_shift_weight_grad_cpu(const at::Tensor& grad_output,
         using acc_t = at::opmath_type<scalar_t>;
         const scalar_t* gp = go.data_ptr<scalar_t>();
         const scalar_t* ip = in.data_ptr<scalar_t>();
-        scalar_t* rp = result.data_ptr<scalar_t>();
+        auto* rp = result.data_ptr<at::opmath_type<scalar_t>>();
         at::parallel_for(0, G, 1, [&](int64_t begin, int64_t end) {
           std::vector<acc_t> acc(K * K);
           std::vector<acc_t> gpad(gsize, acc_t(0)), ipad(isize, acc_t(0));
@@ -401,7 +404,7 @@ at::Tensor ghost_shift_weight_grad_cpu(const at::Tensor& grad_output,
                       gpad.data(), ipad.data() + i * P + j, gsize);
             }
             for (int64_t k = 0; k < K * K; ++k)
-              rp[g * K * K + k] = static_cast<scalar_t>(acc[k]);
+              rp[g * K * K + k] = acc[k];
           }
         });
       });

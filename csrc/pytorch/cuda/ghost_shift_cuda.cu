@@ -6,9 +6,12 @@
 #include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAGraphsC10Utils.h>
 #include <torch/library.h>
 
+#include <limits>
 #include <optional>
+#include <utility>
 
 #include "../ghost_shift.h"
 #include "ghost_shift_common.h"
@@ -17,6 +20,10 @@ namespace ghostsr {
 namespace {
 
 constexpr int kThreads = 256;
+constexpr int kWarp = 32;
+// block_sum reduces one warp's partial sums with a single warp.
+static_assert(kThreads % kWarp == 0 && kThreads / kWarp <= kWarp,
+              "block_sum needs a block of whole warps, at most 32 of them");
 
 int blocks_for(int64_t n) {
   const int64_t max_blocks = 65535;
@@ -138,25 +145,31 @@ __global__ void shift_backward_nchw(const T* __restrict__ grad_out, T* __restric
   }
 }
 
+// The sum over a block of exactly kThreads threads (the kernels using it are
+// declared __launch_bounds__(kThreads) and launched with kThreads); the
+// result is valid in thread 0.
 template <typename A>
 __device__ A block_sum(A v) {
-  __shared__ A warp_sums[kThreads / 32];
-  for (int delta = 16; delta > 0; delta >>= 1) v += __shfl_down_sync(0xffffffff, v, delta);
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  __shared__ A warp_sums[kThreads / kWarp];
+  for (int delta = kWarp / 2; delta > 0; delta >>= 1)
+    v += __shfl_down_sync(0xffffffff, v, delta);
+  const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
   if (lane == 0) warp_sums[warp] = v;
   __syncthreads();
-  v = threadIdx.x < kThreads / 32 ? warp_sums[threadIdx.x] : A(0);
+  v = threadIdx.x < kThreads / kWarp ? warp_sums[threadIdx.x] : A(0);
   if (warp == 0)
-    for (int delta = 16; delta > 0; delta >>= 1) v += __shfl_down_sync(0xffffffff, v, delta);
+    for (int delta = kWarp / 2; delta > 0; delta >>= 1)
+      v += __shfl_down_sync(0xffffffff, v, delta);
   return v;
 }
 
 // One block per (listed channel g, candidate k): the sum over n, y, x of
 // grad_output[n, c, y, x] * input[n, src[c], y + i - d, x + j - d].
 template <typename T>
-__global__ void shift_weight_grad(const T* __restrict__ grad_out, const T* __restrict__ in,
-                                  const int64_t* __restrict__ src,
-                                  const int64_t* __restrict__ channels, T* __restrict__ result,
+__global__ void __launch_bounds__(kThreads)
+    shift_weight_grad(const T* __restrict__ grad_out, const T* __restrict__ in,
+                      const int64_t* __restrict__ src, const int64_t* __restrict__ channels,
+                      at::opmath_type<T>* __restrict__ result,
                                   int64_t N, int64_t Ci, int64_t Co, int64_t H, int64_t W,
                                   int64_t max_offset) {
   using acc_t = at::opmath_type<T>;
@@ -180,7 +193,28 @@ __global__ void shift_weight_grad(const T* __restrict__ grad_out, const T* __res
              static_cast<acc_t>(in[(n * Ci + s) * plane + (y - dy) * W + (x - dx)]);
   }
   acc = block_sum(acc);
-  if (threadIdx.x == 0) result[blockIdx.x] = static_cast<T>(acc);
+  if (threadIdx.x == 0) result[blockIdx.x] = acc;
+}
+
+// A device-side assert would leave the CUDA context unusable, so index
+// tensors (one small tensor per layer) are range-checked on the host, with
+// the CPU's message, at the cost of one read back. While a CUDA graph is being
+// captured no read back is possible; the kernels' asserts remain.
+bool host_checks_possible() {
+  return c10::cuda::currentStreamCaptureStatusMayInitCtx() ==
+         c10::cuda::CaptureStatus::None;
+}
+
+std::pair<int64_t, int64_t> value_range(const at::Tensor& t) {
+  const auto range = at::aminmax(t.to(at::kLong));
+  const auto host = at::stack({std::get<0>(range), std::get<1>(range)}).cpu();
+  return {host[0].item<int64_t>(), host[1].item<int64_t>()};
+}
+
+void check_src_on_host(const at::Tensor& src, int64_t in_channels) {
+  if (src.numel() == 0 || !host_checks_possible()) return;
+  const auto range = value_range(src);
+  check_src_values(range.first, range.second, in_channels);
 }
 
 // Launches the forward into `out`; `in` and `res` are contiguous in the
@@ -220,6 +254,7 @@ at::Tensor ghost_shift_cuda(const at::Tensor& input, const at::Tensor& src,
                             bool relu) {
   const int64_t Co = check_forward_args(input, src, offsets, residual);
   const c10::cuda::CUDAGuard guard(input.device());
+  check_src_on_host(src, input.size(1));
   const bool pixels = use_channels_last(input);
   const auto fmt = format_of(pixels);
   auto out = at::empty({input.size(0), Co, input.size(2), input.size(3)},
@@ -238,6 +273,7 @@ void ghost_shift_into_cuda(const at::Tensor& input, const at::Tensor& src,
   const int64_t Co = check_forward_args(input, src, offsets, residual);
   check_out_arg(out, input, Co);
   const c10::cuda::CUDAGuard guard(input.device());
+  check_src_on_host(src, input.size(1));
   const bool pixels =
       write_order(out, use_channels_last(input)) == WriteOrder::kPixels;
   const auto fmt = format_of(pixels);
@@ -251,6 +287,7 @@ at::Tensor ghost_shift_backward_cuda(const at::Tensor& grad_output, const at::Te
                                      const at::Tensor& offsets, int64_t in_channels) {
   check_backward_args(grad_output, src, offsets, in_channels);
   const c10::cuda::CUDAGuard guard(grad_output.device());
+  check_src_on_host(src, in_channels);
   const int64_t N = grad_output.size(0), Co = grad_output.size(1);
   const int64_t H = grad_output.size(2), W = grad_output.size(3);
   const int64_t Ci = in_channels;
@@ -277,6 +314,11 @@ at::Tensor ghost_shift_weight_grad_cuda(const at::Tensor& grad_output, const at:
                                         int64_t max_offset) {
   check_weight_grad_args(grad_output, input, src, channels, max_offset);
   const c10::cuda::CUDAGuard guard(input.device());
+  check_src_on_host(src, input.size(1));
+  if (channels.numel() > 0 && host_checks_possible()) {
+    const auto range = value_range(channels);
+    check_channel_values(range.first, range.second, grad_output.size(1));
+  }
   const int64_t N = input.size(0), Ci = input.size(1);
   const int64_t H = input.size(2), W = input.size(3);
   const int64_t Co = grad_output.size(1);
@@ -286,14 +328,21 @@ at::Tensor ghost_shift_weight_grad_cuda(const at::Tensor& grad_output, const at:
   const auto src64 = src.to(at::kLong).contiguous();
   const auto ch64 = channels.to(at::kLong).contiguous();
   const int64_t G = ch64.numel();
-  auto result = at::empty({G, K, K}, input.options());
+  // In the accumulation type, as on the CPU.
+  auto result = at::empty(
+      {G, K, K}, input.options().dtype(at::toOpMathType(input.scalar_type())));
   if (G == 0) return result;
+  // One block per (channel, candidate).
+  TORCH_CHECK_VALUE(G * K * K <= std::numeric_limits<int32_t>::max(),
+                    "ghost_shift_weight_grad: len(channels) * (2 * max_offset + 1)^2 = ",
+                    G * K * K, " exceeds the CUDA grid limit of 2^31 - 1 blocks");
   auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.scalar_type(),
                                   "ghost_shift_weight_grad_cuda", [&] {
-    shift_weight_grad<scalar_t><<<G * K * K, kThreads, 0, stream>>>(
+    shift_weight_grad<scalar_t><<<static_cast<unsigned int>(G * K * K), kThreads, 0, stream>>>(
         go.data_ptr<scalar_t>(), in.data_ptr<scalar_t>(), src64.data_ptr<int64_t>(),
-        ch64.data_ptr<int64_t>(), result.data_ptr<scalar_t>(), N, Ci, Co, H, W, max_offset);
+        ch64.data_ptr<int64_t>(), result.data_ptr<at::opmath_type<scalar_t>>(), N, Ci, Co,
+        H, W, max_offset);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return result;
