@@ -96,7 +96,7 @@ def bench_layer(channels, size, device, repeats):
     full = torch.nn.Conv2d(channels, channels, 3, padding=1).to(device)
     half = torch.nn.Conv2d(channels, channels // 2, 3, padding=1).to(device)
     ghost = GhostConv2d(
-        channels, channels, 3, padding=1, shift_mode='fixed').to(device)
+        channels, channels, 3, padding=1, cheap_op='fixed').to(device)
     ghost.offsets[channels // 2:] = torch.tensor([1, -1])
     sync = torch.cuda.synchronize if device == 'cuda' else (lambda: None)
     # As a dense layer uses them: the output lands in a channel slice of a

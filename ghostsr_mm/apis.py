@@ -1,90 +1,105 @@
-"""Building and loading generators from MMagic configs, shared by the
-tools, the demo and the benchmarks."""
-from typing import Optional
+"""Building and loading generators from MMagic configs, and small data
+configs, shared by the tools, the demo, the benchmarks and the tests."""
+import os.path as osp
+from typing import Optional, Union
 
 import torch.nn as nn
 from mmengine.config import Config
 
-from ghostsr_mm.models.clustering import load_pretrained_state
+from ghostsr_mm.checkpoint import load_generator
 
-__all__ = ['build_generator', 'load_generator', 'write_data_config']
+__all__ = [
+    'build_generator', 'load_generator', 'sr_data_config',
+    'write_data_config'
+]
 
 
-def build_generator(config, cfg_options: Optional[dict] = None) -> nn.Module:
+def build_generator(config: Union[str, Config],
+                    cfg_options: Optional[dict] = None) -> nn.Module:
     """``model.generator`` of an MMagic config (path or Config)."""
     from mmagic.registry import MODELS
     from mmagic.utils import register_all_modules
     register_all_modules()
+    if isinstance(config, str) and not osp.isfile(config):
+        raise FileNotFoundError(f'config file {config} not found')
     cfg = config if isinstance(config, Config) else Config.fromfile(config)
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
     return MODELS.build(cfg.model.generator)
 
 
-def load_generator(model: nn.Module, checkpoint: str) -> nn.Module:
-    """Load a generator's weights (bare or MMagic checkpoint, loaded with
-    ``weights_only=True``), strictly: a checkpoint of another architecture
-    raises an error naming the missing and unexpected keys."""
-    state = load_pretrained_state(checkpoint)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise ValueError(
-            f'{checkpoint} does not match {type(model).__name__}: missing '
-            f'keys {missing[:5]}{"..." if len(missing) > 5 else ""}, '
-            f'unexpected keys {unexpected[:5]}'
-            f'{"..." if len(unexpected) > 5 else ""}')
-    return model
+def _as_list(loaders):
+    return list(loaders) if isinstance(loaders, (list, tuple)) else [loaders]
 
 
-def write_data_config(path: str,
-                      base: str,
-                      data_root: str,
-                      iters: int,
-                      scale: int = 2,
-                      batch_size: int = 2,
-                      gt_patch: int = 32,
-                      num_workers: int = 0,
-                      lr_dir: str = 'LR_bicubic/X{scale}',
-                      gt_dir: str = 'HR',
-                      val_root: Optional[str] = None,
-                      extra: str = '') -> str:
-    """Write a config that inherits ``base`` (a config of configs/ghostsr)
-    and trains/validates/tests on one folder pair written by
-    :func:`ghostsr_mm.datasets.write_sr_pairs`.
+def sr_data_config(base: Union[str, Config],
+                   data_root: str,
+                   iters: int,
+                   scale: int = 2,
+                   batch_size: int = 2,
+                   gt_patch: int = 32,
+                   num_workers: int = 0,
+                   lr_dir: str = 'LR_bicubic/X{scale}',
+                   gt_dir: str = 'HR',
+                   val_root: Optional[str] = None,
+                   overrides: Optional[dict] = None) -> Config:
+    """An MMagic SR config (``base``) made to train, validate and test on
+    one folder pair written by :func:`ghostsr_mm.datasets.write_sr_pairs`,
+    for ``iters`` iterations (validation and a checkpoint at the end).
 
     Args:
-        path (str): Config file to write.
-        base (str): Absolute path of the config to inherit.
+        base (str | Config): The config to start from, e.g. one of
+            configs/ghostsr or ``mmagic::edsr/...``.
         data_root (str): Folder with ``gt_dir`` and ``lr_dir``.
-        iters (int): Training iterations (validation and a checkpoint at
-            the end).
+        iters (int): Training iterations; a cosine schedule's ``T_max``
+            follows them.
         val_root (str, optional): Folder (same layout) to validate and test
             on. Default: ``data_root``.
-        extra (str): More config lines (e.g. a generator override).
+        overrides (dict, optional): Merged last (``Config.merge_from_dict``),
+            e.g. ``dict(model=dict(generator=dict(mid_channels=16)))``.
 
     Returns:
-        str: ``path``.
+        Config: Use it directly or :meth:`Config.dump` it for the tools.
     """
+    cfg = base.copy() if isinstance(base, Config) else Config.fromfile(base)
     prefix = dict(img=lr_dir.format(scale=scale), gt=gt_dir)
-    val_root = val_root or data_root
-    text = f"""_base_ = {base!r}
-_data = dict(data_root={data_root!r}, ann_file='', data_prefix={prefix!r})
-_val = dict(_data, data_root={val_root!r})
-_pipeline = _base_.train_pipeline
-_pipeline[3] = dict(type='PairedRandomCrop', gt_patch_size={gt_patch})
-train_dataloader = dict(num_workers={num_workers}, batch_size={batch_size},
-                        persistent_workers=False,
-                        dataset=dict(pipeline=_pipeline, **_data))
-val_dataloader = dict(num_workers=0, dataset=_val)
-test_dataloader = [dict(_base_.test_dataloader[0], num_workers=0)]
-test_dataloader[0]['dataset'].update(_val)
-test_evaluator = [_base_.test_evaluator[0]]
-max_iters = {iters}
-train_cfg = dict(max_iters=max_iters, val_interval=max_iters)
-default_hooks = dict(logger=dict(interval=max(1, max_iters // 10)),
-                     checkpoint=dict(interval=max_iters, out_dir=None))
-{extra}
-"""
-    with open(path, 'w') as f:
-        f.write(text)
+    data = dict(data_root=data_root, ann_file='', data_prefix=prefix)
+    held_out = dict(data, data_root=val_root or data_root)
+    for step in cfg.train_dataloader.dataset.pipeline:
+        if step['type'] == 'PairedRandomCrop':
+            step['gt_patch_size'] = gt_patch
+    cfg.train_dataloader.update(
+        num_workers=num_workers,
+        batch_size=batch_size,
+        persistent_workers=False)
+    cfg.train_dataloader.dataset.update(data)
+    val = _as_list(cfg.val_dataloader)[0]
+    val.update(num_workers=0, persistent_workers=False)
+    val.dataset.update(held_out)
+    cfg.val_dataloader = val
+    cfg.val_evaluator = _as_list(cfg.val_evaluator)[0]
+    test = _as_list(cfg.test_dataloader)[0]
+    test.update(num_workers=0, persistent_workers=False)
+    test.dataset.update(held_out)
+    cfg.test_dataloader = [test]
+    cfg.test_evaluator = [_as_list(cfg.test_evaluator)[0]]
+    cfg.test_cfg = dict(type='MultiTestLoop')
+    cfg.val_cfg = dict(type='MultiValLoop')
+    cfg.max_iters = iters
+    cfg.train_cfg.update(max_iters=iters, val_interval=iters)
+    cfg.default_hooks.logger = dict(
+        type='LoggerHook', interval=max(1, iters // 10))
+    cfg.default_hooks.checkpoint.update(interval=iters, out_dir=None)
+    if 'T_max' in cfg.get('param_scheduler', {}):
+        cfg.param_scheduler.T_max = iters
+    if overrides:
+        cfg.merge_from_dict(overrides)
+    return cfg
+
+
+def write_data_config(path: str, base: Union[str, Config], data_root: str,
+                      iters: int, **kwargs) -> str:
+    """:func:`sr_data_config` written to ``path`` (a config file the tools
+    take). Returns ``path``."""
+    sr_data_config(base, data_root, iters, **kwargs).dump(path)
     return path

@@ -6,6 +6,7 @@ from typing import Optional
 import numpy as np
 from mmengine.config import Config
 
+from ghostsr_mm.apis import sr_data_config
 from ghostsr_mm.datasets import write_sr_pairs
 
 
@@ -35,66 +36,44 @@ def tiny_sr_config(tmp_dir: str,
                    iters: int = 4,
                    patch: int = 32) -> Config:
     """MMagic's own config ``base``, shrunk to a few iterations on
-    ``data_root`` (written by :func:`make_sr_data`)."""
+    ``data_root`` (written by :func:`make_sr_data`) with
+    :func:`ghostsr_mm.apis.sr_data_config`."""
     os.makedirs(tmp_dir, exist_ok=True)
     path = osp.join(tmp_dir, 'tiny_cfg.py')
     with open(path, 'w') as f:
         f.write(f"_base_ = 'mmagic::{base}'\n"
                 "custom_imports = dict(imports=['ghostsr_mm'], "
                 "allow_failed_imports=False)\n")
-    cfg = Config.fromfile(path)
     work_dir = osp.join(tmp_dir, 'work')
-    cfg.work_dir = work_dir
+    metrics = [
+        dict(type='PSNR', crop_border=scale, convert_to='Y'),
+        dict(type='SSIM', crop_border=scale, convert_to='Y'),
+    ]
+    cfg = sr_data_config(
+        Config.fromfile(path),
+        data_root,
+        iters,
+        scale=scale,
+        gt_patch=patch,
+        overrides=dict(
+            work_dir=work_dir,
+            val_evaluator=dict(type='Evaluator', metrics=metrics),
+            test_evaluator=[dict(type='Evaluator', metrics=metrics)],
+            default_hooks=dict(
+                checkpoint=dict(save_optimizer=True, out_dir=work_dir),
+                logger=dict(interval=1)),
+            custom_hooks=[],
+            randomness=dict(seed=0)))
+    for loader in (cfg.val_dataloader, cfg.test_dataloader[0]):
+        loader.dataset.metainfo = dict(dataset_type='tiny', task_name='sisr')
     if generator is not None:
         cfg.model.generator = generator
-    prefix = dict(img=f'LR_bicubic/X{scale}', gt='HR')
-    for step in cfg.train_dataloader.dataset.pipeline:
-        if step['type'] == 'PairedRandomCrop':
-            step['gt_patch_size'] = patch
-    cfg.train_dataloader.update(
-        num_workers=0, batch_size=2, persistent_workers=False)
-    cfg.train_dataloader.dataset.update(
-        data_root=data_root, ann_file='', data_prefix=prefix)
-    evaluator = dict(
-        type='Evaluator',
-        metrics=[
-            dict(type='PSNR', crop_border=scale, convert_to='Y'),
-            dict(type='SSIM', crop_border=scale, convert_to='Y'),
-        ])
-    loader = dict(
-        num_workers=0,
-        persistent_workers=False,
-        drop_last=False,
-        sampler=dict(type='DefaultSampler', shuffle=False),
-        dataset=dict(
-            type='BasicImageDataset',
-            metainfo=dict(dataset_type='tiny', task_name='sisr'),
-            data_root=data_root,
-            data_prefix=prefix,
-            pipeline=cfg.val_dataloader.dataset.pipeline))
-    cfg.val_dataloader = loader
-    cfg.test_dataloader = loader
-    cfg.val_evaluator = evaluator
-    cfg.test_evaluator = evaluator
-    cfg.val_cfg = dict(type='MultiValLoop')
-    cfg.test_cfg = dict(type='MultiTestLoop')
-    cfg.train_cfg = dict(
-        type='IterBasedTrainLoop', max_iters=iters, val_interval=iters)
-    cfg.default_hooks.checkpoint = dict(
-        type='CheckpointHook',
-        interval=iters,
-        by_epoch=False,
-        save_optimizer=True,
-        out_dir=work_dir)
-    cfg.default_hooks.logger = dict(type='LoggerHook', interval=1)
-    cfg.custom_hooks = []
     cfg.visualizer = dict(
         type='ConcatImageVisualizer',
         vis_backends=[dict(type='LocalVisBackend')],
         fn_key='gt_path',
         img_keys=['gt_img', 'input', 'pred_img'],
         bgr2rgb=True)
-    cfg.randomness = dict(seed=0)
     return cfg
 
 

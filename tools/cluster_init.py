@@ -1,25 +1,27 @@
 """Cluster-initialise a ghost model from a pre-trained regular model.
 
     python tools/cluster_init.py PRETRAINED_CKPT GHOST_CONFIG OUT_CKPT
+        [--seed 0] [--force] [--cfg-options k=v ...]
 
 Builds ``model.generator`` of GHOST_CONFIG, runs the clustering of GhostSR
 Eq. 7-9 on the pre-trained weights, prints per-layer cluster sizes and the
 mean distance of ghost filters to their intrinsic filter, and writes a
-checkpoint that a config's ``load_from`` accepts.
+checkpoint that a config's ``load_from`` accepts. A checkpoint that does not
+fit the config (another architecture, an already-ghost model) or a config
+with no ghost layer is refused before anything is written.
 """
 import argparse
-import os
 import os.path as osp
 import sys
 
-import torch
-from mmengine.config import DictAction
-
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-import ghostsr_mm  # noqa: E402,F401
+from mmengine.config import DictAction  # noqa: E402
+
 from ghostsr_mm.apis import build_generator  # noqa: E402
-from ghostsr_mm.models.clustering import (cluster_init,  # noqa: E402
-                                          load_pretrained_state)
+from ghostsr_mm.checkpoint import (load_generator_state,  # noqa: E402
+                                   save_generator)
+from ghostsr_mm.cli import run_tool  # noqa: E402
+from ghostsr_mm.models.clustering import cluster_init  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -37,31 +39,23 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     if osp.exists(args.out) and not args.force:
-        print(f'error: {args.out} exists; pass --force to overwrite it',
-              file=sys.stderr)
-        return 1
-    if not osp.isfile(args.pretrained):
-        print(f'error: pre-trained checkpoint {args.pretrained} not found',
-              file=sys.stderr)
-        return 1
+        raise FileExistsError(f'{args.out} exists; pass --force to '
+                              'overwrite it')
+    state = load_generator_state(args.pretrained)
     generator = build_generator(args.config, args.cfg_options)
-    state = load_pretrained_state(args.pretrained)
     report = cluster_init(generator, state, seed=args.seed)
     print('\n'.join(report.lines()))
-    os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
-    torch.save(
-        dict(
-            state_dict={
-                f'generator.{k}': v
-                for k, v in generator.state_dict().items()
-            },
-            meta=dict(
-                pretrained=osp.abspath(args.pretrained),
-                config=osp.abspath(args.config),
-                seed=args.seed)), args.out)
+    save_generator(
+        generator,
+        args.out,
+        meta=dict(
+            pretrained=osp.abspath(args.pretrained),
+            config=osp.abspath(args.config),
+            seed=args.seed),
+        overwrite=args.force)
     print(f'ghost checkpoint written to {args.out}')
     return 0
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(run_tool(main))

@@ -63,9 +63,9 @@ def photo(name):
     if img.ndim == 2:
         img = np.stack([img] * 3, -1)
     if max(img.shape[:2]) > 720:  # keep the set small
-        import cv2
-        f = 720 / max(img.shape[:2])
-        img = cv2.resize(img, None, fx=f, fy=f, interpolation=cv2.INTER_AREA)
+        import mmcv
+        img = mmcv.imrescale(img, 720 / max(img.shape[:2]),
+                             interpolation='area')
     return np.ascontiguousarray(img[..., :3])
 
 
@@ -97,14 +97,14 @@ def run(*args):
 
 
 def bicubic_metrics(test_root):
-    import cv2
+    import mmcv
     from mmagic.evaluation.metrics.psnr import psnr
     from mmagic.evaluation.metrics.ssim import ssim
     values = []
     for name in sorted(os.listdir(osp.join(test_root, 'HR'))):
-        gt = cv2.imread(osp.join(test_root, 'HR', name))
-        lr = cv2.imread(osp.join(test_root, f'LR_bicubic/X{SCALE}', name))
-        up = cv2.resize(lr, gt.shape[1::-1], interpolation=cv2.INTER_CUBIC)
+        gt = mmcv.imread(osp.join(test_root, 'HR', name))
+        lr = mmcv.imread(osp.join(test_root, f'LR_bicubic/X{SCALE}', name))
+        up = mmcv.imresize(lr, gt.shape[1::-1], interpolation='bicubic')
         values.append([
             psnr(up, gt, SCALE, convert_to='Y', channel_order='bgr'),
             ssim(up, gt, SCALE, convert_to='Y', channel_order='bgr')
@@ -137,26 +137,26 @@ def complexity(configs, checkpoints):
 
 
 def side_by_side(models, test_root, out_png):
-    import cv2
+    import mmcv
     import torch
     name = 'astronaut.png'
-    gt = cv2.imread(osp.join(test_root, 'HR', name))[..., ::-1]
-    lr = cv2.imread(osp.join(test_root, f'LR_bicubic/X{SCALE}', name))[...,
-                                                                        ::-1]
+    gt = mmcv.imread(osp.join(test_root, 'HR', name), channel_order='rgb')
+    lr = mmcv.imread(osp.join(test_root, f'LR_bicubic/X{SCALE}', name),
+                     channel_order='rgb')
     x = torch.from_numpy(lr.copy()).permute(2, 0, 1)[None].float() / 255
-    panels = [cv2.resize(lr, gt.shape[1::-1], interpolation=cv2.INTER_CUBIC)]
+    panels = [mmcv.imresize(lr, gt.shape[1::-1], interpolation='bicubic')]
     with torch.no_grad():
         for model in models.values():
             sr = model(x)[0].clamp(0, 1).permute(1, 2, 0).numpy()
             panels.append((sr * 255).round().astype(np.uint8))
     panels.append(gt)
     y, x0, size = 60, 180, 160  # the face
-    crops = [cv2.resize(mod_crop(p, 1)[y:y + size, x0:x0 + size], None,
-                        fx=2, fy=2, interpolation=cv2.INTER_NEAREST)
+    crops = [mmcv.imrescale(mod_crop(p, 1)[y:y + size, x0:x0 + size], 2,
+                            interpolation='nearest')
              for p in panels]
     gap = np.full((crops[0].shape[0], 6, 3), 255, np.uint8)
     row = np.concatenate(sum([[c, gap] for c in crops], [])[:-1], 1)
-    cv2.imwrite(out_png, row[..., ::-1])
+    mmcv.imwrite(row[..., ::-1], out_png)
 
 
 def main(argv=None) -> int:
@@ -173,26 +173,30 @@ def main(argv=None) -> int:
     build_data(data)
 
     base = osp.join(ROOT, 'configs/ghostsr/_base_/sisr_paper_x2.py')
+    data_args = dict(
+        batch_size=args.batch_size,
+        gt_patch=96,
+        num_workers=2,
+        val_root=osp.join(data, 'test'))
     regular_cfg = write_data_config(
         osp.join(out, 'edsr_demo.py'), base, osp.join(data, 'train'),
-        args.iters, batch_size=args.batch_size, gt_patch=96, num_workers=2,
-        extra=('model = dict(generator=dict(type="EDSRNet", '
-               'mid_channels=32, num_blocks=4))\n'
-               'optim_wrapper = dict(optimizer=dict(lr=1e-3))\n'
-               'param_scheduler = dict(T_max=max_iters)\n'),
-        val_root=osp.join(data, 'test'))
+        args.iters,
+        overrides=dict(
+            model=dict(generator=dict(GENERATOR, type='EDSRNet')),
+            optim_wrapper=dict(optimizer=dict(lr=1e-3))),
+        **data_args)
     regular_ckpt = osp.join(out, 'work', 'edsr', f'iter_{args.iters}.pth')
     ghost_cfg = write_data_config(
         osp.join(out, 'ghost_edsr_demo.py'), regular_cfg,
         osp.join(data, 'train'), args.ghost_iters,
-        batch_size=args.batch_size, gt_patch=96, num_workers=2,
-        extra=('model = dict(generator=dict(type="GhostEDSRNet"))\n'
-               'optim_wrapper = dict(optimizer=dict(lr=2e-4))\n'
-               'param_scheduler = dict(T_max=max_iters)\n'
-               'custom_hooks = [dict(type="GhostClusterInitHook", '
-               f'pretrained={regular_ckpt!r}), '
-               'dict(type="GumbelAnnealHook")]\n'),
-        val_root=osp.join(data, 'test'))
+        overrides=dict(
+            model=dict(generator=dict(type='GhostEDSRNet')),
+            optim_wrapper=dict(optimizer=dict(lr=2e-4)),
+            custom_hooks=[
+                dict(type='GhostClusterInitHook', pretrained=regular_ckpt),
+                dict(type='GumbelAnnealHook')
+            ]),
+        **data_args)
     ghost_ckpt = osp.join(out, 'work', 'ghost_edsr',
                           f'iter_{args.ghost_iters}.pth')
 

@@ -7,12 +7,11 @@ onnxruntime runs it without this project's extension).
 
 OUT holds the generator with every learnable shift fixed to argmax W' (no
 Gumbel parameters), as an MMagic checkpoint (``generator.`` keys) that the
-config with ``shift_mode='fixed'`` loads. With --onnx the exported model is
+config with ``cheap_op='fixed'`` loads. With --onnx the exported model is
 run by onnxruntime on a real photo (IMAGE, or scikit-image's bundled
 astronaut) and compared with PyTorch.
 """
 import argparse
-import os
 import os.path as osp
 import sys
 
@@ -22,6 +21,8 @@ import torch
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 import ghostsr_mm  # noqa: E402,F401
 from ghostsr_mm.apis import build_generator, load_generator  # noqa: E402
+from ghostsr_mm.checkpoint import save_generator  # noqa: E402
+from ghostsr_mm.cli import run_tool  # noqa: E402
 from ghostsr_mm.models.layers import convert_to_inference  # noqa: E402
 from ghostsr_mm.ops import reference_mode  # noqa: E402
 
@@ -58,17 +59,18 @@ def export_onnx(model: torch.nn.Module, path: str, opset: int = 17) -> None:
 
 def lr_photo(path=None, size=64) -> np.ndarray:
     """A real photo as a float32 (1, 3, size, size) LR input in 0-1."""
-    import cv2
+    import mmcv
     if path:
-        img = cv2.imread(path, cv2.IMREAD_COLOR)
+        if not osp.isfile(path):
+            raise FileNotFoundError(f'image {path} not found')
+        img = mmcv.imread(path, channel_order='rgb')
         if img is None:
-            raise FileNotFoundError(f'cannot read image {path}')
-        img = img[..., ::-1]
+            raise ValueError(f'{path}: not a readable image')
     else:
         from skimage import data
         img = data.astronaut()
-    img = cv2.resize(np.ascontiguousarray(img), (size, size),
-                     interpolation=cv2.INTER_AREA)
+    img = mmcv.imresize(np.ascontiguousarray(img[..., :3]), (size, size),
+                        interpolation='area')
     return (img.astype(np.float32) / 255).transpose(2, 0, 1)[None].copy()
 
 
@@ -90,17 +92,11 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     for path in (args.out, args.onnx):
         if path and osp.exists(path) and not args.force:
-            print(f'error: {path} exists; pass --force to overwrite it',
-                  file=sys.stderr)
-            return 1
+            raise FileExistsError(f'{path} exists; pass --force to '
+                                  'overwrite it')
     model = load_generator(build_generator(args.config), args.checkpoint)
     model = convert_to_inference(model, inplace=True)
-    os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
-    torch.save(
-        dict(state_dict={
-            f'generator.{k}': v
-            for k, v in model.state_dict().items()
-        }), args.out)
+    save_generator(model, args.out, overwrite=args.force)
     print(f'inference graph written to {args.out}')
     if args.onnx:
         export_onnx(model, args.onnx, args.opset)
@@ -115,4 +111,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(run_tool(main))

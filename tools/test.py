@@ -3,19 +3,23 @@ interface).
 
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out FILE]
         [--cfg-options k=v ...] [--launcher none|pytorch|slurm|mpi]
+        [--debug]
+
+The checkpoint must hold exactly the generator the config builds (a
+checkpoint of another architecture, or the other graph of a ghost model, is
+refused with the tensors that differ) before anything is tested or written.
 """
 import argparse
 import os.path as osp
 import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 import ghostsr_mm  # noqa: E402,F401  (compat fixes before MMagic loads)
 from mmengine.runner import Runner  # noqa: E402
 
-from ghostsr_mm.datasets import check_config_data  # noqa: E402
-from train import (add_runner_args, load_config,  # noqa: E402
-                   parse_runner_args)
+from ghostsr_mm.apis import build_generator, load_generator  # noqa: E402
+from ghostsr_mm.cli import (add_runner_args, check_config,  # noqa: E402
+                            load_config, parse_runner_args, run_tool)
 
 
 def parse_args(argv=None):
@@ -28,26 +32,24 @@ def parse_args(argv=None):
     return parse_runner_args(parser, argv)
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> int:
     args = parse_args(argv)
-    if not osp.isfile(args.checkpoint):
-        raise FileNotFoundError(f'checkpoint {args.checkpoint} not found')
     cfg = load_config(args)
+    if args.out and osp.exists(args.out):
+        raise FileExistsError(f'{args.out} exists; remove it or choose '
+                              'another --out')
+    check_config(cfg, ('test', ))
+    # Wrong weights would give wrong numbers: refuse them first.
+    load_generator(build_generator(cfg), args.checkpoint)
     cfg.load_from = args.checkpoint
-    check_config_data(cfg, ('test', ))
     if args.out:
-        if osp.exists(args.out):
-            raise FileExistsError(f'{args.out} exists; remove it or choose '
-                                  'another --out')
         cfg.custom_hooks = list(cfg.get('custom_hooks', [])) + [
             dict(type='DumpMetricsHook', out_file=args.out)
         ]
     runner = Runner.from_cfg(cfg)
     runner.test()
+    return 0
 
 
 if __name__ == '__main__':
-    try:
-        main()
-    except (FileNotFoundError, FileExistsError) as err:
-        sys.exit(f'error: {err}')
+    sys.exit(run_tool(main))

@@ -102,9 +102,89 @@ def check_sr_data_root(data_root: str,
             "MMagic's DIV2K preparation (sub-image cropping, meta-info file).")
 
 
+def _image_names(folder: str) -> Dict[str, str]:
+    return {
+        f: osp.join(folder, f)
+        for f in sorted(os.listdir(folder))
+        if f.lower().endswith(IMG_EXTENSIONS)
+    }
+
+
+def _image_size(path: str) -> Tuple[int, int]:
+    """(H, W) of an image file, checking that the whole file is there
+    (PIL reads the header and verifies the chunks without decoding)."""
+    from PIL import Image
+    try:
+        with Image.open(path) as img:
+            size = img.size
+            img.verify()
+    except Exception as err:
+        raise ValueError(f'{path}: not a readable image, truncated or '
+                         f'corrupt ({type(err).__name__}: {err})') from None
+    return size[1], size[0]
+
+
+def check_sr_pairs(data_root: str,
+                   data_prefix: Dict[str, str],
+                   scale: Optional[int] = None,
+                   dataset_name: str = 'dataset',
+                   max_files: Optional[int] = None) -> int:
+    """Check the LR/GT pairs of a folder-pair dataset (``data_prefix`` with
+    ``img`` and ``gt``, the same file names in both): every GT image has an
+    LR partner and every LR image a GT one; every image file is complete and
+    readable; every GT is ``scale`` times its LR (or the same integer
+    multiple for all pairs when ``scale`` is None).
+
+    Args:
+        max_files (int, optional): Read the headers of at most this many
+            pairs (the pairing itself is always checked in full). Default:
+            None (all).
+
+    Returns:
+        int: The number of pairs.
+
+    Raises:
+        ValueError: Naming the files at fault.
+    """
+    if set(data_prefix) != {'img', 'gt'}:
+        return 0
+    lr = _image_names(osp.join(data_root, data_prefix['img']))
+    gt = _image_names(osp.join(data_root, data_prefix['gt']))
+    for have, lack, what in ((gt, lr, 'GT images without an LR partner'),
+                             (lr, gt, 'LR images without a GT partner')):
+        alone = [have[n] for n in have if n not in lack]
+        if alone:
+            more = f' and {len(alone) - 3} more' if len(alone) > 3 else ''
+            raise ValueError(f'{dataset_name}: {len(alone)} {what} (same '
+                             f'file name expected): {", ".join(alone[:3])}'
+                             f'{more}')
+    ratios = {}
+    for name in list(gt)[:max_files]:
+        (gh, gw), (lh, lw) = _image_size(gt[name]), _image_size(lr[name])
+        expected = scale or (gh // lh if lh else 0) or 1
+        if (gh, gw) != (lh * expected, lw * expected):
+            raise ValueError(
+                f'{dataset_name}: {gt[name]} is {gh}x{gw} but its LR '
+                f'partner {lr[name]} is {lh}x{lw}; expected the GT to be '
+                f'{expected}x the LR ({lh * expected}x{lw * expected})')
+        ratios.setdefault(expected, name)
+    if len(ratios) > 1:
+        raise ValueError(f'{dataset_name}: pairs of different scales: '
+                         + ', '.join(f'{n} is x{r}'
+                                     for r, n in sorted(ratios.items())))
+    return len(gt)
+
+
+# Training sets can hold tens of thousands of sub-images: their headers are
+# read up to this many pairs (val/test sets in full).
+TRAIN_SCAN_LIMIT = 2000
+
+
 def check_config_data(cfg, phases: Sequence[str] = ('train', 'val')) -> None:
     """Check, before a Runner is built, that every dataset of the given
-    phases of an MMagic config exists (see :func:`check_sr_data_root`)."""
+    phases of an MMagic config exists (see :func:`check_sr_data_root`) and
+    that its LR/GT pairs are sound (see :func:`check_sr_pairs`)."""
+    scale = cfg.get('scale', None)
     for phase in phases:
         loaders = cfg.get(f'{phase}_dataloader')
         if loaders is None:
@@ -115,6 +195,12 @@ def check_config_data(cfg, phases: Sequence[str] = ('train', 'val')) -> None:
             dataset = loader['dataset']
             data_root = dataset.get('data_root', '')
             name = dataset.get('metainfo', {}).get('dataset_type', phase)
-            check_sr_data_root(data_root, dict(dataset.get('data_prefix', {})),
-                               dataset.get('ann_file') or None,
-                               f'{phase} dataset {name!r}')
+            prefix = dict(dataset.get('data_prefix', {}))
+            label = f'{phase} dataset {name!r}'
+            check_sr_data_root(data_root, prefix,
+                               dataset.get('ann_file') or None, label)
+            tmpl = dataset.get('filename_tmpl', {}) or {}
+            if all(t == '{}' for t in tmpl.values()):
+                check_sr_pairs(
+                    data_root, prefix, scale, label,
+                    TRAIN_SCAN_LIMIT if phase == 'train' else None)

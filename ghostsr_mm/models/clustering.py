@@ -30,8 +30,7 @@ from ghostsr_mm.models.layers import (GhostConv2d, by_order_mapping,
                                       ghost_layers)
 
 __all__ = [
-    'LayerClusters', 'ClusterReport', 'cluster_filters', 'cluster_init',
-    'load_pretrained_state'
+    'LayerClusters', 'ClusterReport', 'cluster_filters', 'cluster_init'
 ]
 
 
@@ -61,6 +60,7 @@ class ClusterReport:
     """What :func:`cluster_init` did, layer by layer."""
     layers: Dict[str, LayerClusters] = field(default_factory=dict)
     missing: List[str] = field(default_factory=list)  # names, not loaded
+    unused: List[str] = field(default_factory=list)  # pre-trained keys
 
     def lines(self) -> List[str]:
         out = []
@@ -75,30 +75,13 @@ class ClusterReport:
         for name in self.missing:
             out.append(f'{name}: not in the pre-trained checkpoint, '
                        'left at its initialisation')
+        if self.unused:
+            more = (f' and {len(self.unused) - 5} more'
+                    if len(self.unused) > 5 else '')
+            out.append(f'pre-trained tensors the model has no place for '
+                       f'({len(self.unused)}): '
+                       f'{", ".join(self.unused[:5])}{more}')
         return out
-
-
-def load_pretrained_state(path: str) -> Dict[str, Tensor]:
-    """A generator's state dict from a checkpoint, loaded weights-only.
-
-    Accepts a bare state dict or an MMagic checkpoint (``state_dict`` with
-    ``generator.`` keys).
-    """
-    ckpt = torch.load(path, map_location='cpu', weights_only=True)
-    if not isinstance(ckpt, dict):
-        raise ValueError(f'{path}: expected a state dict or a checkpoint '
-                         f'dict, got {type(ckpt).__name__}')
-    state = ckpt.get('state_dict', ckpt)
-    prefix = 'generator.'
-    if any(k.startswith(prefix) for k in state):
-        state = {
-            k[len(prefix):]: v
-            for k, v in state.items() if k.startswith(prefix)
-        }
-    if not state or not all(isinstance(v, Tensor) for v in state.values()):
-        raise ValueError(f'{path}: no tensors of a generator found (keys: '
-                         f'{list(ckpt)[:5]})')
-    return state
 
 
 def cluster_filters(weight: Tensor,
@@ -201,20 +184,45 @@ def cluster_init(model: nn.Module,
                          f"'order', got {method!r}")
     report = ClusterReport()
     layers = dict(ghost_layers(model))
+    if not layers:
+        raise ValueError(
+            f'cluster_init: {type(model).__name__} has no ghost layer '
+            '(GhostConv2d); clustering initialises a ghost model: use a ghost '
+            'config')
     own = model.state_dict()
     ghost_keys = {f'{n}.{p}' for n in layers for p in ('weight', 'bias')}
+    found = [n for n in layers if f'{n}.weight' in pretrained]
+    if not found:
+        hint = (' It holds ghost layers already (`.conv.weight` keys): start '
+                'from the regular model it came from.' if any(
+                    f'{n}.conv.weight' in pretrained for n in layers) else
+                ' Is it a checkpoint of the regular version of this '
+                'architecture?')
+        raise ValueError(
+            f'cluster_init: none of the {len(layers)} ghost layers of '
+            f'{type(model).__name__} finds its pre-trained weight (e.g. '
+            f'{next(iter(layers))}.weight) in the checkpoint.{hint}')
     # Regular layers: copy, checking shapes first.
     regular = {}
     for key, value in pretrained.items():
         if key in ghost_keys:
             continue
         if key not in own:
+            report.unused.append(key)
             continue
         if own[key].shape != value.shape:
             raise ValueError(f'cluster_init: {key}: the pre-trained tensor '
                              f'has shape {tuple(value.shape)}, the model '
                              f'expects {tuple(own[key].shape)}')
         regular[key] = value
+    ghost_prefixes = tuple(f'{n}.' for n in layers)
+    regular_own = [k for k in own if not k.startswith(ghost_prefixes)]
+    if regular_own and len(regular) < 0.5 * len(regular_own):
+        raise ValueError(
+            f'cluster_init: the checkpoint holds only {len(regular)} of the '
+            f'{len(regular_own)} regular tensors of {type(model).__name__} '
+            f'(missing e.g. {[k for k in regular_own if k not in regular][:3]})'
+            '; a checkpoint of another architecture?')
     for name, layer in layers.items():
         w = pretrained.get(f'{name}.weight')
         expected = (layer.out_channels, ) + tuple(layer.conv.weight.shape[1:])
@@ -258,7 +266,8 @@ def cluster_init(model: nn.Module,
     # Ghost layers were set above; everything else comes from `regular`.
     missing = model.load_state_dict(regular, strict=False).missing_keys
     ghost_prefixes = tuple(f'{n}.' for n in layers)
-    report.missing += [k for k in missing if not k.startswith(ghost_prefixes)]
+    missing = [k for k in missing if not k.startswith(ghost_prefixes)]
+    report.missing += missing
     if report.missing:
         warnings.warn('cluster_init: layers and tensors not in the '
                       'pre-trained checkpoint, left at their '

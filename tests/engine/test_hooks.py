@@ -13,6 +13,7 @@ from helpers import make_sr_data, tiny_sr_config
 TOOLS = osp.join(osp.dirname(osp.dirname(osp.dirname(__file__))), 'tools')
 sys.path.insert(0, TOOLS)
 import cluster_init as cluster_cli  # noqa: E402
+from ghostsr_mm.cli import run_tool  # noqa: E402
 
 GHOST = dict(
     type='GhostEDSRNet',
@@ -108,10 +109,11 @@ def test_cli_refuses_to_overwrite(tmp_path, pretrained, capsys):
     out.write_bytes(b'user data')
     cfg = tmp_path / 'cfg.py'
     cfg.write_text(f'model = dict(generator={GHOST!r})\n')
-    assert cluster_cli.main([pretrained, str(cfg), str(out)]) == 1
+    assert run_tool(cluster_cli.main, [pretrained, str(cfg), str(out)]) == 1
     assert 'pass --force' in capsys.readouterr().err
     assert out.read_bytes() == b'user data'
-    assert cluster_cli.main([pretrained, str(cfg), str(out), '--force']) == 0
+    assert run_tool(cluster_cli.main,
+                    [pretrained, str(cfg), str(out), '--force']) == 0
     assert 'blocks' not in capsys.readouterr().err
     assert torch.load(out, weights_only=True)['meta']['seed'] == 0
 

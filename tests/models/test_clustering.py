@@ -5,8 +5,7 @@ import torch
 import torch.nn.functional as F
 from mmagic.registry import MODELS
 
-from ghostsr_mm.models.clustering import (cluster_filters, cluster_init,
-                                          load_pretrained_state)
+from ghostsr_mm.models.clustering import cluster_filters, cluster_init
 from helpers import synthetic_images
 
 EDSR = dict(
@@ -194,17 +193,29 @@ def test_carn_m_grouped_and_shared_layers(tmp_path):
         assert c.src[o] // per_in == o // per_out
 
 
-def test_load_pretrained_state_formats(tmp_path):
-    state = MODELS.build(dict(type='EDSRNet', **EDSR)).state_dict()
-    torch.save(state, tmp_path / 'bare.pth')
-    torch.save(
-        dict(
-            meta=dict(iter=np.int64(5)),
-            state_dict={f'generator.{k}': v
-                        for k, v in state.items()}), tmp_path / 'mm.pth')
-    for name in ('bare.pth', 'mm.pth'):
-        loaded = load_pretrained_state(str(tmp_path / name))
-        assert loaded.keys() == state.keys()
-    torch.save([1, 2], tmp_path / 'list.pth')
-    with pytest.raises(ValueError, match='expected a state dict'):
-        load_pretrained_state(str(tmp_path / 'list.pth'))
+def test_refuses_checkpoints_that_initialise_nothing():
+    """Another architecture's or an already-ghost checkpoint would leave a
+    random model: refused, saying why; unused tensors are reported."""
+    ghost = MODELS.build(dict(type='GhostEDSRNet', **EDSR))
+    rdn = MODELS.build(
+        dict(type='RDNNet', in_channels=3, out_channels=3, mid_channels=8,
+             num_blocks=1, num_layers=1, channel_growth=4)).state_dict()
+    with pytest.raises(ValueError, match=r'none of the \d+ ghost layers.*'
+                       r'body.0.conv1.weight.*regular version'):
+        cluster_init(ghost, rdn)
+    already = MODELS.build(dict(type='GhostEDSRNet', **EDSR)).state_dict()
+    with pytest.raises(ValueError, match='holds ghost layers already'):
+        cluster_init(ghost, already)
+    # Ghost layers found but most regular tensors not: another model.
+    regular = MODELS.build(dict(type='EDSRNet', **EDSR)).state_dict()
+    ghost_only = {k: v for k, v in regular.items() if k.startswith('body.')}
+    with pytest.raises(ValueError, match=r'only 0 of the \d+ regular '
+                       'tensors'):
+        cluster_init(ghost, ghost_only)
+    # A regular model has no ghost layer to initialise.
+    with pytest.raises(ValueError, match='EDSRNet has no ghost layer'):
+        cluster_init(MODELS.build(dict(type='EDSRNet', **EDSR)), regular)
+    extra = dict(regular, **{'head.extra.weight': torch.zeros(2)})
+    report = cluster_init(ghost, extra)
+    assert report.unused == ['head.extra.weight']
+    assert any('head.extra.weight' in line for line in report.lines())

@@ -29,7 +29,7 @@ def plain_grow(first, convs):
 def dense_convs():
     torch.manual_seed(0)
     regular = torch.nn.Conv2d(4, 3, 3, padding=1)
-    ghost = GhostConv2d(7, 6, 3, padding=1, shift_mode='fixed')
+    ghost = GhostConv2d(7, 6, 3, padding=1, cheap_op='fixed')
     ghost.offsets.copy_(torch.tensor([[0, 0]] * 3 + [[1, 0], [0, -1], [2, 2]]))
     return [regular, ghost]
 

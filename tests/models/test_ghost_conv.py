@@ -24,7 +24,7 @@ def paired_conv(cin=6, cout=8, groups=1):
 @pytest.mark.parametrize('groups', [1, 2])
 def test_copy_mode_reproduces_paired_conv_exactly(groups):
     conv = paired_conv(groups=groups)
-    ghost = GhostConv2d.from_conv(conv, shift_mode='copy')
+    ghost = GhostConv2d.from_conv(conv, cheap_op='copy')
     x = torch.randn(2, 6, 7, 9)
     assert torch.equal(ghost(x), conv(x))
 
@@ -37,7 +37,7 @@ def test_copy_mode_with_a_clustering_map_keeps_positions():
         for g, i in pairs.items():
             conv.weight[g] = conv.weight[i]
             conv.bias[g] = conv.bias[i]
-    ghost = GhostConv2d(5, 6, 3, padding=1, shift_mode='copy')
+    ghost = GhostConv2d(5, 6, 3, padding=1, cheap_op='copy')
     with torch.no_grad():
         ghost.conv.weight.copy_(conv.weight[:3])
         ghost.conv.bias.copy_(conv.bias[:3])
@@ -52,7 +52,7 @@ def test_copy_mode_with_a_clustering_map_keeps_positions():
 
 def test_fixed_shift_equals_shifted_conv_output():
     conv = paired_conv()
-    ghost = GhostConv2d.from_conv(conv, shift_mode='fixed')
+    ghost = GhostConv2d.from_conv(conv, cheap_op='fixed')
     ghost.offsets[4:] = torch.tensor([1, -1])
     x = torch.randn(1, 6, 5, 5)
     ref = conv(x)
@@ -63,8 +63,12 @@ def test_fixed_shift_equals_shifted_conv_output():
     assert out[:, 4:, 0].abs().sum() == 0 and out[:, 4:, :, -1].abs().sum() == 0
 
 
-def test_dw_mode_matches_depthwise_conv():
-    ghost = GhostConv2d(4, 8, 3, padding=1, shift_mode='dw')
+@pytest.mark.parametrize('args', [dict(cheap_op='depthwise'),
+                                  dict(shift_mode='dw')])
+def test_depthwise_cheap_op_matches_depthwise_conv(args):
+    """Ghost-DW; the former argument and value are still accepted."""
+    ghost = GhostConv2d(4, 8, 3, padding=1, **args)
+    assert ghost.shift_mode == 'depthwise'
     x = torch.randn(2, 4, 6, 6)
     inner = ghost.conv(x)
     cheap = F.conv2d(inner, ghost.cheap.weight, ghost.cheap.bias, padding=1,
@@ -163,6 +167,7 @@ def test_inference_graph_has_no_gumbel_parameters_and_same_output():
         (dict(out_channels=1), r'out_channels.*too few'),
         (dict(groups=3, in_channels=6), r'groups.*3.*must divide'),
         (dict(max_offset=-1), r'max_offset.*>= 0'),
+        (dict(cheap_op='roll'), r"unknown `cheap_op` 'roll'"),
         (dict(shift_mode='roll'), r"unknown `shift_mode` 'roll'"),
     ])
 def test_bad_configuration(kwargs, message):
@@ -175,10 +180,10 @@ def test_bad_configuration(kwargs, message):
 
 @pytest.mark.parametrize('mode, train', [
     ('learnable', True), ('learnable', False), ('fixed', False),
-    ('copy', True), ('dw', False)])
+    ('copy', True), ('depthwise', False)])
 def test_epilogue_equals_standard_ops_after_the_layer(mode, train):
     torch.manual_seed(0)
-    layer = GhostConv2d(4, 8, 3, padding=1, shift_mode=mode).train(train)
+    layer = GhostConv2d(4, 8, 3, padding=1, cheap_op=mode).train(train)
     if mode == 'fixed':
         layer.offsets[4:] = torch.tensor([1, -1])
     if mode == 'learnable':

@@ -29,8 +29,8 @@ def test_carn_multi_scale_config_trains_all_upsamplers(tmp_path):
         str(tmp_path / 'carn.py'),
         osp.join(ROOT, 'configs/ghostsr/carn/ghost_carn_x2_div2k.py'),
         data, iters=8, gt_patch=24,
-        extra=('model = dict(generator=dict(mid_channels=8))\n'
-               'custom_hooks = []\n'))
+        overrides=dict(
+            model=dict(generator=dict(mid_channels=8)), custom_hooks=[]))
     from mmengine.config import Config
     cfg = Config.fromfile(cfg_path)
     cfg.work_dir = str(tmp_path / 'work')

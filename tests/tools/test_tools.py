@@ -57,13 +57,15 @@ def test_config_builds(path):
 
 def tiny_child_config(tmp_path, base, data, pretrained=None, iters=2):
     """A user's config: the real one, shrunk to tiny data."""
-    extra = 'model = dict(generator=dict(mid_channels=16, num_blocks=2))\n'
+    overrides = dict(model=dict(generator=dict(mid_channels=16,
+                                               num_blocks=2)))
     if pretrained:
-        extra += ("custom_hooks = [dict(type='GhostClusterInitHook', "
-                  f"pretrained={pretrained!r}), "
-                  "dict(type='GumbelAnnealHook')]\n")
+        overrides['custom_hooks'] = [
+            dict(type='GhostClusterInitHook', pretrained=pretrained),
+            dict(type='GumbelAnnealHook')
+        ]
     path = str(tmp_path / f'tiny_{osp.basename(base)}')
-    return write_data_config(path, base, data, iters, extra=extra)
+    return write_data_config(path, base, data, iters, overrides=overrides)
 
 
 @pytest.fixture(scope='module')
@@ -189,7 +191,7 @@ def test_deploy_and_onnx_round_trip(tmp_path):
             mid_channels=16,
             num_blocks=2,
             upscale_factor=2,
-            shift_mode='fixed'))
+            cheap_op='fixed'))
     fixed.load_state_dict({k[10:]: v for k, v in state.items()})
     x = torch.rand(1, 3, 20, 24)
     with torch.no_grad():
@@ -200,7 +202,8 @@ def test_deploy_and_onnx_round_trip(tmp_path):
     assert 'Gather' in ops
     assert deploy.verify_onnx(fixed, str(onnx_path)) < 1e-5
     # Existing outputs are not overwritten.
-    assert deploy.main([str(cfg_path), str(ckpt), str(out)]) == 1
+    from ghostsr_mm.cli import run_tool
+    assert run_tool(deploy.main, [str(cfg_path), str(ckpt), str(out)]) == 1
 
 
 def test_load_generator_rejects_other_architecture(tmp_path):
@@ -211,7 +214,7 @@ def test_load_generator_rejects_other_architecture(tmp_path):
     torch.save(rdn.state_dict(), tmp_path / 'rdn.pth')
     edsr = MODELS.build(dict(type='GhostEDSRNet', in_channels=3,
                              out_channels=3, mid_channels=8, num_blocks=1))
-    with pytest.raises(ValueError, match='does not match GhostEDSRNet'):
+    with pytest.raises(ValueError, match='does not match the model GhostEDSRNet'):
         load_generator(edsr, str(tmp_path / 'rdn.pth'))
 
 

@@ -21,6 +21,7 @@ import ghostsr_mm  # noqa: E402,F401
 from ghostsr_mm.analysis import (count_flops, count_params,  # noqa: E402
                                  interleaved_median_times)
 from ghostsr_mm.apis import build_generator  # noqa: E402
+from ghostsr_mm.cli import UserError, run_tool  # noqa: E402
 from ghostsr_mm.models.layers import convert_to_inference  # noqa: E402
 
 
@@ -40,7 +41,7 @@ def parse_args(argv=None):
 def measure(configs, shape, device='cpu', repeats=10, latency=True):
     """Rows of (name, params, FLOPs, seconds or None)."""
     if device == 'cuda' and not torch.cuda.is_available():
-        raise RuntimeError('--device cuda: no CUDA GPU is visible')
+        raise UserError('--device cuda: no CUDA GPU is visible')
     models = {}
     for path in configs:
         name = osp.splitext(osp.basename(path))[0]
@@ -79,9 +80,11 @@ def markdown(rows, baseline=0) -> str:
 def main(argv=None) -> int:
     args = parse_args(argv)
     if not 0 <= args.baseline < len(args.configs):
-        print(f'error: --baseline {args.baseline} is not an index of the '
-              f'{len(args.configs)} configs', file=sys.stderr)
-        return 1
+        raise UserError(f'--baseline {args.baseline} is not an index of the '
+                        f'{len(args.configs)} configs')
+    for path in args.configs:
+        if not osp.isfile(path):
+            raise FileNotFoundError(f'config file {path} not found')
     rows = measure(args.configs, args.shape, args.device, args.repeats,
                    not args.no_latency)
     print(f'input 1x{"x".join(map(str, args.shape))}, device {args.device}, '
@@ -91,4 +94,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(run_tool(main))

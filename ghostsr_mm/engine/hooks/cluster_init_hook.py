@@ -5,7 +5,8 @@ from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from mmagic.registry import HOOKS
 
-from ghostsr_mm.models.clustering import cluster_init, load_pretrained_state
+from ghostsr_mm.checkpoint import load_generator_state
+from ghostsr_mm.models.clustering import cluster_init
 
 
 def unwrap_generator(runner):
@@ -42,7 +43,7 @@ class GhostClusterInitHook(Hook):
             runner.logger.info('GhostClusterInitHook: resumed training, '
                                'keeping the resumed weights')
             return
-        state = load_pretrained_state(self.pretrained)
+        state = load_generator_state(self.pretrained)
         generator = unwrap_generator(runner)
         self.report = cluster_init(generator, state, seed=self.seed)
         runner.logger.info(

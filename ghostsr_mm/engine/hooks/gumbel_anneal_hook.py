@@ -83,7 +83,7 @@ class GumbelAnnealHook(Hook):
                      final: bool = False) -> None:
         lines = []
         for name, layer in layers:
-            if layer.shift_mode != 'learnable':
+            if layer.cheap_op != 'learnable':
                 continue
             offsets = layer.current_offsets()[layer.ghost_channels]
             value = tuple(map(tuple, offsets.unique(dim=0).tolist()))

@@ -1,6 +1,6 @@
 """What every ghost backbone shares: its ghost arguments and model-level
 helpers (inference graph, Gumbel state)."""
-from typing import Dict, Iterator, Tuple
+from typing import Dict, Iterator, Optional, Tuple
 
 import torch.nn as nn
 
@@ -8,21 +8,26 @@ from ghostsr_mm.models.layers import (GhostConv2d, convert_to_inference,
                                       ghost_layers)
 
 
-def ghost_cfg(ratio: float = 0.5,
-              max_offset: int = 1,
-              shift_mode: str = 'learnable',
-              per_channel_shift: bool = False,
-              gumbel_decay: float = 0.97,
-              tau: float = 1.0) -> Dict:
+def ghost_layer_args(ratio: float = 0.5,
+                     max_offset: int = 1,
+                     cheap_op: str = 'learnable',
+                     per_channel_shift: bool = False,
+                     gumbel_decay: float = 0.97,
+                     tau: float = 1.0,
+                     shift_mode: Optional[str] = None) -> Dict:
     """The GhostConv2d arguments of a ghost backbone (paper defaults:
-    λ = 0.5, d = 1, a = 0.97, τ = 1)."""
-    return dict(
+    λ = 0.5, d = 1, a = 0.97, τ = 1); ``shift_mode`` is the former name of
+    ``cheap_op``."""
+    args = dict(
         ratio=ratio,
         max_offset=max_offset,
-        shift_mode=shift_mode,
+        cheap_op=cheap_op,
         per_channel_shift=per_channel_shift,
         gumbel_decay=gumbel_decay,
         tau=tau)
+    if shift_mode is not None:
+        args['shift_mode'] = shift_mode
+    return args
 
 
 class GhostModelMixin:

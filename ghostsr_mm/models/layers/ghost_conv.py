@@ -14,8 +14,8 @@ forward pass and the softmax's derivative in the backward pass
 a Gumbel-max of |W' + N| with an identity straight-through estimator and never
 decays the noise.
 """
-import copy
 import math
+import warnings
 from typing import Optional, Sequence, Tuple, Union
 
 import torch
@@ -23,10 +23,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from ghostsr_mm.ops import (apply_epilogue, candidate_offsets, ghost_shift,
-                            learnable_ghost_shift)
+from ghostsr_mm.ops import apply_epilogue
+from .cheap_ops import CHEAP_OPS, cheap_operation
 
-SHIFT_MODES = ('learnable', 'fixed', 'copy', 'dw')
+# The names `cheap_op` takes (``'dw'`` is still accepted for 'depthwise').
+SHIFT_MODES = tuple(CHEAP_OPS)
 _IntPair = Union[int, Tuple[int, int]]
 
 
@@ -43,10 +44,14 @@ class GhostConv2d(nn.Module):
             Default: 0.5.
         max_offset (int): d, the largest shift in pixels (learnable mode:
             the window is (2d+1)x(2d+1)). Default: 1.
-        shift_mode (str): 'learnable' (the paper), 'fixed' (given offsets:
-            the inference graph), 'copy' (offset 0: Table 3's "no learnable
-            shift"), or 'dw' (a 3x3 depthwise conv as the cheap operation:
-            Ghost-DW of Table 2). Default: 'learnable'.
+        cheap_op (str): The cheap operation that makes the ghosts
+            (:mod:`.cheap_ops`): 'learnable' (the paper's learned shift),
+            'fixed' (given offsets: the inference graph), 'copy' (offset 0:
+            Table 3's "no learnable shift") or 'depthwise' (a 3x3 depthwise
+            conv: Ghost-DW of Table 2; 'dw' is accepted). Default:
+            'learnable'.
+        shift_mode (str, optional): The former name of ``cheap_op``, still
+            accepted. Default: None.
         per_channel_shift (bool): Learn one shift per ghost channel instead
             of one per layer (the paper). Default: False.
         gumbel_decay (float): a of Eq. 3. Default: 0.97.
@@ -77,21 +82,23 @@ class GhostConv2d(nn.Module):
                  padding_mode: str = 'zeros',
                  ratio: float = 0.5,
                  max_offset: int = 1,
-                 shift_mode: str = 'learnable',
+                 cheap_op: str = 'learnable',
                  per_channel_shift: bool = False,
                  gumbel_decay: float = 0.97,
                  tau: float = 1.0,
                  name: Optional[str] = None,
                  device=None,
-                 dtype=None) -> None:
+                 dtype=None,
+                 shift_mode: Optional[str] = None) -> None:
         super().__init__()
         where = f'GhostConv2d {name!r}' if name else 'GhostConv2d'
         if not 0 < ratio < 1:
             raise ValueError(f'{where}: `ratio` (λ) must lie in (0, 1), got '
                              f'{ratio}')
-        if shift_mode not in SHIFT_MODES:
-            raise ValueError(f'{where}: unknown `shift_mode` {shift_mode!r}; '
-                             f'expected one of {SHIFT_MODES}')
+        argument = 'cheap_op'
+        if shift_mode is not None:
+            cheap_op, argument = shift_mode, 'shift_mode'
+        operation = cheap_operation(cheap_op, where, argument)
         if not isinstance(max_offset, int) or max_offset < 0:
             raise ValueError(f'{where}: `max_offset` (d) must be an int >= 0, '
                              f'got {max_offset!r}')
@@ -115,7 +122,6 @@ class GhostConv2d(nn.Module):
         self.num_intrinsic = num_intrinsic
         self.ratio = ratio
         self.max_offset = max_offset
-        self.shift_mode = shift_mode
         self.per_channel_shift = per_channel_shift
         # Eq. 3-4 state, set by GumbelAnnealHook.
         self.gumbel_epoch = 1
@@ -129,33 +135,24 @@ class GhostConv2d(nn.Module):
         _, src, ghost = by_order_mapping(out_channels, num_intrinsic, groups)
         self.register_buffer('src', src.to(device))
         self.register_buffer('ghost_channels', ghost.to(device))
-        k = 2 * max_offset + 1
-        if shift_mode == 'learnable':
-            rows = num_ghost if per_channel_shift else 1
-            # W' of Eq. 4; a small bias towards the centre makes an untrained
-            # layer a plain copy in eval mode instead of an arbitrary shift.
-            logits = torch.zeros(rows, k, k, **factory)
-            logits[:, max_offset, max_offset] = 1e-3
-            self.shift_logits = nn.Parameter(logits)
-        # (C_out, 2) shifts; learned ('learnable'), given ('fixed', saved in
-        # the state dict) or zero ('copy', 'dw').
-        self.register_buffer(
-            'offsets',
-            torch.zeros(out_channels, 2, dtype=torch.long, device=device),
-            persistent=shift_mode == 'fixed')
-        if shift_mode == 'dw':
-            self.cheap = nn.Conv2d(
-                num_intrinsic,
-                num_intrinsic,
-                3,
-                padding=1,
-                groups=num_intrinsic,
-                **factory)
+        self.cheap_operation = operation
+        operation.setup(self, factory)
 
     # ------------------------------------------------------------------
     @property
     def num_ghost(self) -> int:
         return self.out_channels - self.num_intrinsic
+
+    @property
+    def cheap_op(self) -> str:
+        """The name of the cheap operation ('learnable', 'fixed', 'copy',
+        'depthwise')."""
+        return self.cheap_operation.name
+
+    @property
+    def shift_mode(self) -> str:
+        """The former name of :attr:`cheap_op`."""
+        return self.cheap_op
 
     @property
     def noise_scale(self) -> float:
@@ -210,14 +207,9 @@ class GhostConv2d(nn.Module):
         return (hard - soft.detach() + soft).view(-1, k, k)
 
     def current_offsets(self) -> Tensor:
-        """The (C_out, 2) offsets used in eval mode: argmax W' for ghosts."""
-        if self.shift_mode != 'learnable':
-            return self.offsets
-        shifts = candidate_offsets(
-            self.shift_logits.detach().flatten(1).argmax(1), self.max_offset)
-        offsets = torch.zeros_like(self.offsets)
-        offsets[self.ghost_channels] = shifts.expand(self.num_ghost, 2)
-        return offsets
+        """The (C_out, 2) offsets used in eval mode (argmax W' for the ghosts
+        of a learnable layer)."""
+        return self.cheap_operation.offsets(self)
 
     def forward(self,
                 x: Tensor,
@@ -241,37 +233,18 @@ class GhostConv2d(nn.Module):
                 concatenation buffer (:class:`GrowingConcat`): the shift
                 writes it in place. Default: None.
         """
-        intrinsic = self.conv(x)
-        src, offsets = self.src, self.offsets
-        if self.shift_mode == 'learnable':
-            if self.training:
-                moved = learnable_ghost_shift(intrinsic, self.src,
-                                            self.ghost_channels,
-                                            self.straight_through_weight())
-                return apply_epilogue(moved, residual, scale, relu,
-                                      inplace=out is None, out=out)
-            offsets = self.current_offsets()
-        elif self.shift_mode == 'dw':
-            intrinsic = torch.cat([intrinsic, self.cheap(intrinsic)], 1)
-            src = src.clone()
-            src[self.ghost_channels] += self.num_intrinsic
-        return ghost_shift(intrinsic, src, offsets, residual, scale, relu,
-                           out)
+        return self.cheap_operation.forward(self, self.conv(x), residual,
+                                            scale, relu, out)
 
     @torch.no_grad()
     def fix_shift(self) -> None:
-        """Turn a learnable layer into the inference graph in place: the
-        offsets become argmax W' and W' is dropped."""
-        if self.shift_mode != 'learnable':
-            return
-        offsets = self.current_offsets()
-        del self.shift_logits
-        del self.offsets
-        self.register_buffer('offsets', offsets)
-        self.shift_mode = 'fixed'
+        """Turn the layer into its inference graph in place: a learnable
+        shift becomes the fixed shift argmax W' and W' is dropped; other
+        cheap operations stay as they are."""
+        self.cheap_operation = self.cheap_operation.fixed(self)
 
     @classmethod
-    def from_conv(cls, conv: nn.Conv2d, **ghost_cfg) -> 'GhostConv2d':
+    def from_conv(cls, conv: nn.Conv2d, **layer_args) -> 'GhostConv2d':
         """A GhostConv2d with ``conv``'s arguments; the intrinsic conv takes
         the first filters of each group (the by-order mapping)."""
         layer = cls(
@@ -286,7 +259,7 @@ class GhostConv2d(nn.Module):
             conv.padding_mode,
             device=conv.weight.device,
             dtype=conv.weight.dtype,
-            **ghost_cfg)
+            **layer_args)
         keep, _, _ = by_order_mapping(conv.out_channels, layer.num_intrinsic,
                                       conv.groups)
         with torch.no_grad():
@@ -297,7 +270,7 @@ class GhostConv2d(nn.Module):
 
     def extra_repr(self) -> str:
         return (f'ratio={self.ratio}, intrinsic={self.num_intrinsic}, '
-                f'ghost={self.num_ghost}, shift_mode={self.shift_mode!r}, '
+                f'ghost={self.num_ghost}, cheap_op={self.cheap_op!r}, '
                 f'max_offset={self.max_offset}, '
                 f'per_channel_shift={self.per_channel_shift}')
 
@@ -335,7 +308,11 @@ def by_order_mapping(out_channels: int, num_intrinsic: int, groups: int = 1):
         tuple[Tensor]: ``keep`` (m,), the output channel each intrinsic
         channel sits at; ``src`` (C_out,); ``ghost_channels`` (G,).
     """
-    if out_channels % groups:  # a conv whose outputs don't split by group
+    if out_channels % groups:
+        warnings.warn(
+            f'by_order_mapping: {out_channels} output channels do not split '
+            f'into {groups} groups; mapping ghosts across groups (as for '
+            'groups=1)')
         groups = 1
     per_out, per_in = out_channels // groups, num_intrinsic // groups
     keep, src, ghost = [], [], []
@@ -344,45 +321,3 @@ def by_order_mapping(out_channels: int, num_intrinsic: int, groups: int = 1):
             src.append(g * per_in + j % per_in)
             (keep if j < per_in else ghost).append(g * per_out + j)
     return torch.tensor(keep), torch.tensor(src), torch.tensor(ghost)
-
-
-def ghost_layers(model: nn.Module):
-    """Yield (name, GhostConv2d) once per distinct layer (shared layers,
-    as in CARN-M's recursive blocks, appear once)."""
-    seen = set()
-    for name, module in model.named_modules():
-        if isinstance(module, GhostConv2d) and id(module) not in seen:
-            seen.add(id(module))
-            yield name, module
-
-
-def ghostify(model: nn.Module, names: Sequence[str], **ghost_cfg) -> None:
-    """Replace the ``nn.Conv2d`` submodules ``names`` by GhostConv2d layers
-    built with :meth:`GhostConv2d.from_conv`, in place."""
-    for name in names:
-        parent_name, _, attr = name.rpartition('.')
-        parent = model.get_submodule(parent_name) if parent_name else model
-        conv = getattr(parent, attr)
-        if not isinstance(conv, nn.Conv2d):
-            raise TypeError(f'ghostify: {name!r} is a {type(conv).__name__}, '
-                            'expected nn.Conv2d')
-        setattr(parent, attr, GhostConv2d.from_conv(
-            conv, name=name, **ghost_cfg))
-
-
-def convert_to_inference(model: nn.Module, inplace: bool = False) -> nn.Module:
-    """Fix every learnable shift to argmax W' and drop W' (the inference
-    graph). Outputs equal the eval-mode outputs of ``model`` exactly.
-
-    Args:
-        model (nn.Module): A model with GhostConv2d layers.
-        inplace (bool): Modify ``model`` itself. Default: False (a copy).
-
-    Returns:
-        nn.Module: The converted model, in eval mode.
-    """
-    if not inplace:
-        model = copy.deepcopy(model)
-    for _, layer in ghost_layers(model):
-        layer.fix_shift()
-    return model.eval()

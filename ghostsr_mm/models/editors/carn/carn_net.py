@@ -21,10 +21,10 @@ from mmagic.registry import MODELS
 from torch import Tensor
 
 from ghostsr_mm.models.layers import GrowingConcat, conv_epilogue, ghostify
-from ..ghost_base import GhostModelMixin, ghost_cfg
+from ..ghost_base import GhostModelMixin, ghost_layer_args
 
 SCALES = (2, 3, 4)
-GHOST_ARGS = tuple(inspect.signature(ghost_cfg).parameters)
+GHOST_ARGS = tuple(inspect.signature(ghost_layer_args).parameters)
 
 
 # The blocks below call their convs through conv_epilogue, so that in a ghost
@@ -40,7 +40,6 @@ class ResidualBlock(nn.Module):
         super().__init__()
         self.conv1 = nn.Conv2d(channels, channels, 3, 1, 1)
         self.conv2 = nn.Conv2d(channels, channels, 3, 1, 1)
-        self.relu = nn.ReLU(inplace=True)
 
     def forward(self, x: Tensor, out: Optional[Tensor] = None) -> Tensor:
         h = conv_epilogue(self.conv1, x, relu=True)
@@ -59,7 +58,6 @@ class EfficientResidualBlock(nn.Module):
         self.conv1 = nn.Conv2d(channels, channels, 3, 1, 1, groups=groups)
         self.conv2 = nn.Conv2d(channels, channels, 3, 1, 1, groups=groups)
         self.conv3 = nn.Conv2d(channels, channels, 1)
-        self.relu = nn.ReLU(inplace=True)
 
     def forward(self, x: Tensor, out: Optional[Tensor] = None) -> Tensor:
         h = conv_epilogue(self.conv1, x, relu=True)
@@ -264,8 +262,9 @@ class GhostCARNNet(GhostModelMixin, CARNNet):
         ghost_upsamplers (Sequence[str], optional): Upsamplers ('x2', 'x3',
             'x4') whose first conv becomes ghost. Default: None, i.e.
             ('x2',) for CARN and ('x2', 'x3') for CARN-M.
-        ratio, max_offset, shift_mode, per_channel_shift, gumbel_decay,
-        tau: GhostConv2d arguments (see :func:`ghost_cfg`), by keyword.
+        ratio, max_offset, cheap_op, per_channel_shift, gumbel_decay,
+        tau: GhostConv2d arguments (see :func:`ghost_layer_args`), by
+        keyword.
         Others: As :class:`CARNNet`, by keyword.
     """
 
@@ -274,11 +273,19 @@ class GhostCARNNet(GhostModelMixin, CARNNet):
                  **kwargs) -> None:
         ghost_args = {k: kwargs.pop(k) for k in GHOST_ARGS if k in kwargs}
         super().__init__(**kwargs)
-        if ghost_upsamplers is None:
-            ghost_upsamplers = ('x2', 'x3') if self.efficient else ('x2', )
-        self.ghost_upsamplers = tuple(
-            u for u in ghost_upsamplers if u in self.upsamplers)
-        ghostify(self, self.ghost_layer_names(), **ghost_cfg(**ghost_args))
+        if ghost_upsamplers is None:  # the defaults this model has
+            ghost_upsamplers = tuple(
+                u for u in (('x2', 'x3') if self.efficient else ('x2', ))
+                if u in self.upsamplers)
+        unknown = [u for u in ghost_upsamplers if u not in self.upsamplers]
+        if unknown:
+            raise ValueError(
+                f'GhostCARNNet: `ghost_upsamplers` {unknown} are not '
+                f'upsamplers of this model; it has {sorted(self.upsamplers)} '
+                f'(multi_scale={self.multi_scale})')
+        self.ghost_upsamplers = tuple(ghost_upsamplers)
+        ghostify(self, self.ghost_layer_names(),
+                 **ghost_layer_args(**ghost_args))
 
     def ghost_layer_names(self) -> List[str]:
         names = self.conv3x3_body_names()

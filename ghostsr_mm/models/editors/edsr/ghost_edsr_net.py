@@ -8,7 +8,7 @@ from mmagic.registry import MODELS
 from torch import Tensor
 
 from ghostsr_mm.models.layers import conv_epilogue, ghostify
-from ..ghost_base import GhostModelMixin, ghost_cfg
+from ..ghost_base import GhostModelMixin, ghost_layer_args
 
 
 class GhostResidualBlockNoBN(ResidualBlockNoBN):
@@ -39,8 +39,8 @@ class GhostEDSRNet(GhostModelMixin, EDSRNet):
     Args:
         in_channels, out_channels, mid_channels, num_blocks,
         upscale_factor, res_scale, rgb_mean, rgb_std: As ``EDSRNet``.
-        ratio, max_offset, shift_mode, per_channel_shift, gumbel_decay,
-        tau: GhostConv2d arguments (see :func:`ghost_cfg`).
+        ratio, max_offset, cheap_op, per_channel_shift, gumbel_decay,
+        tau: GhostConv2d arguments (see :func:`ghost_layer_args`).
     """
 
     def __init__(self,
@@ -61,7 +61,8 @@ class GhostEDSRNet(GhostModelMixin, EDSRNet):
             num_blocks,
             mid_channels=mid_channels,
             res_scale=res_scale)
-        ghostify(self, self.ghost_layer_names(), **ghost_cfg(**ghost_args))
+        ghostify(self, self.ghost_layer_names(),
+                 **ghost_layer_args(**ghost_args))
 
     def ghost_layer_names(self) -> List[str]:
         names = []

@@ -6,7 +6,7 @@ from mmagic.registry import MODELS
 from torch import Tensor
 
 from ghostsr_mm.models.layers import GrowingConcat, conv_epilogue, ghostify
-from ..ghost_base import GhostModelMixin, ghost_cfg
+from ..ghost_base import GhostModelMixin, ghost_layer_args
 
 
 class GhostRDB(RDB):
@@ -44,8 +44,8 @@ class GhostRDNNet(GhostModelMixin, RDNNet):
     Args:
         in_channels, out_channels, mid_channels, num_blocks,
         upscale_factor, num_layers, channel_growth: As ``RDNNet``.
-        ratio, max_offset, shift_mode, per_channel_shift, gumbel_decay,
-        tau: GhostConv2d arguments (see :func:`ghost_cfg`).
+        ratio, max_offset, cheap_op, per_channel_shift, gumbel_decay,
+        tau: GhostConv2d arguments (see :func:`ghost_layer_args`).
     """
 
     def __init__(self,
@@ -63,7 +63,8 @@ class GhostRDNNet(GhostModelMixin, RDNNet):
             ghost_rdb = GhostRDB(mid_channels, channel_growth, num_layers)
             ghost_rdb.load_state_dict(rdb.state_dict())
             self.rdbs[i] = ghost_rdb
-        ghostify(self, self.ghost_layer_names(), **ghost_cfg(**ghost_args))
+        ghostify(self, self.ghost_layer_names(),
+                 **ghost_layer_args(**ghost_args))
 
     def forward(self, x: Tensor) -> Tensor:
         """As ``RDNNet.forward``, with the blocks' outputs written into one

@@ -1,0 +1,176 @@
+"""What the command-line tools share: MMagic's runner options, loading a
+config with the command line applied, checking a config before anything is
+written, and one error style (a one-line message and exit status 1 for a
+user's mistake; ``--debug`` shows the traceback)."""
+import argparse
+import difflib
+import glob
+import logging
+import os
+import os.path as osp
+import re
+import sys
+from typing import Callable, Optional, Sequence
+
+import torch
+from mmengine.config import Config, DictAction
+
+__all__ = [
+    'UserError', 'add_runner_args', 'parse_runner_args', 'load_config',
+    'enable_amp', 'check_config', 'check_resume_checkpoint', 'run_tool'
+]
+
+
+class UserError(Exception):
+    """A mistake in what the user asked for: reported as one line."""
+
+
+# Errors a tool reports as one line (the input named in the message); any
+# other exception is a defect and keeps its traceback.
+USER_ERRORS = (UserError, FileNotFoundError, FileExistsError, ValueError,
+               TypeError, KeyError)
+
+
+def run_tool(main: Callable[[Optional[Sequence[str]]], Optional[int]],
+             argv: Optional[Sequence[str]] = None) -> int:
+    """Run a tool's ``main``; a user error prints ``error: <message>`` to
+    stderr and returns 1, unless ``--debug`` is on the command line."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = '--debug' in argv
+    if debug:
+        argv.remove('--debug')
+    try:
+        return main(argv) or 0
+    except USER_ERRORS as err:
+        if debug:
+            raise
+        message = str(err)
+        if isinstance(err, KeyError) and err.args:
+            message = str(err.args[0])
+        print(f'error: {message}\n(run with --debug for the traceback)',
+              file=sys.stderr)
+        return 1
+
+
+def add_runner_args(parser: argparse.ArgumentParser) -> None:
+    """Options shared by train.py and test.py (MMagic's names)."""
+    parser.add_argument('--work-dir', help='the dir to save logs and models')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override settings of the config, e.g. key=value')
+    parser.add_argument(
+        '--launcher',
+        choices=['none', 'pytorch', 'slurm', 'mpi'],
+        default='none',
+        help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    parser.add_argument(
+        '--debug',
+        action='store_true',
+        help='show the traceback of an error, not only its message')
+
+
+def parse_runner_args(parser: argparse.ArgumentParser, argv=None):
+    args = parser.parse_args(argv)
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
+
+
+def load_config(args) -> Config:
+    """The config with the command line applied (train.py and test.py)."""
+    if not osp.isfile(args.config):
+        raise FileNotFoundError(f'config file {args.config} not found')
+    cfg = Config.fromfile(args.config)
+    cfg.launcher = args.launcher
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    if args.launcher != 'none' and not torch.cuda.is_available():
+        # Distributed on CPUs: gloo, and DDP without device ids.
+        cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})
+        cfg.env_cfg.dist_cfg.backend = 'gloo'
+        cfg.model_wrapper_cfg = dict(
+            type='MMDistributedDataParallel', device_ids=None)
+    if args.work_dir:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir', None) is None:
+        cfg.work_dir = osp.join('./work_dirs',
+                                osp.splitext(osp.basename(args.config))[0])
+    return cfg
+
+
+def enable_amp(cfg: Config) -> None:
+    """Switch the config's optimiser wrapper to mmengine's AMP wrapper."""
+    from mmengine.logging import print_log
+    wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
+    if wrapper == 'AmpOptimWrapper':
+        print_log('AMP training is already enabled in your config.',
+                  logger='current', level=logging.WARNING)
+        return
+    if wrapper != 'OptimWrapper':
+        raise UserError('--amp needs optim_wrapper.type = OptimWrapper, got '
+                        f'{wrapper}')
+    cfg.optim_wrapper.type = 'AmpOptimWrapper'
+    cfg.optim_wrapper.loss_scale = 'dynamic'
+
+
+def _check_hooks(cfg: Config) -> None:
+    from mmagic.registry import HOOKS
+    for i, hook in enumerate(cfg.get('custom_hooks', None) or []):
+        kind = hook.get('type') if isinstance(hook, dict) else None
+        if isinstance(kind, str) and HOOKS.get(kind) is None:
+            known = sorted(set(HOOKS.module_dict) |
+                           set(HOOKS.parent.module_dict
+                               if HOOKS.parent else {}))
+            close = difflib.get_close_matches(kind, known, n=3)
+            hint = f'; did you mean {", ".join(close)}?' if close else ''
+            raise UserError(f'custom_hooks[{i}]: unknown hook type '
+                            f'{kind!r}{hint}')
+        try:
+            HOOKS.build(hook)
+        except Exception as err:  # the hook's own argument check
+            raise UserError(f'custom_hooks[{i}] ({kind}): {err}') from err
+
+
+def check_config(cfg: Config, phases: Sequence[str]) -> None:
+    """Check, before a Runner is built (it writes the work dir), that the
+    model and the custom hooks build with the config's arguments and that
+    the data of ``phases`` is present and sound.
+
+    Raises:
+        UserError: Naming the config entry and what was expected.
+    """
+    from mmagic.registry import MODELS
+    from mmagic.utils import register_all_modules
+
+    from ghostsr_mm.datasets import check_config_data
+    register_all_modules()
+    try:
+        MODELS.build(cfg.model)
+    except Exception as err:
+        raise UserError(f'model: {err}') from err
+    _check_hooks(cfg)
+    check_config_data(cfg, phases)
+
+
+def check_resume_checkpoint(cfg: Config) -> None:
+    """For ``--resume``: the checkpoint training would resume from must be
+    readable; a bad one is named, with the earlier ones to choose from."""
+    from mmengine.runner.checkpoint import find_latest_checkpoint
+
+    from ghostsr_mm.checkpoint import CheckpointError, read_checkpoint
+    path = cfg.get('load_from') or find_latest_checkpoint(cfg.work_dir)
+    if not path:
+        return  # nothing to resume: mmengine starts afresh and says so
+    try:
+        read_checkpoint(path)
+    except (CheckpointError, FileNotFoundError) as err:
+        others = sorted(
+            (p for p in glob.glob(osp.join(osp.dirname(path), '*.pth'))
+             if osp.abspath(p) != osp.abspath(path)),
+            key=lambda p: [int(n) for n in re.findall(r'\d+', p)] or [0])
+        hint = (f'; to resume from an earlier one: --resume --cfg-options '
+                f'load_from={others[-1]}' if others else '')
+        raise UserError(f'cannot resume: {err}{hint}') from err

@@ -1,0 +1,212 @@
+"""The tools as a user meets their errors: each refusal is one line naming
+what is wrong, exit status 1, and nothing written (run in-process through
+the same ``run_tool`` wrapper as the command line)."""
+import importlib.util
+import os.path as osp
+
+import pytest
+import torch
+from mmagic.registry import MODELS
+
+from ghostsr_mm.apis import write_data_config
+from ghostsr_mm.checkpoint import save_generator
+from ghostsr_mm.cli import run_tool
+from ghostsr_mm.models.layers import convert_to_inference
+from helpers import make_sr_data
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+EDSR = dict(in_channels=3, out_channels=3, mid_channels=8, num_blocks=1,
+            upscale_factor=2)
+
+
+def load_tool(path):
+    """A tool module by its path (tools/ is not a package; `test` would
+    also clash with the standard library's)."""
+    spec = importlib.util.spec_from_file_location(
+        'tool_' + osp.basename(path)[:-3], osp.join(ROOT, path))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def call(tool, *argv, capsys):
+    """(exit status, stderr) of a tool run as from the command line."""
+    status = run_tool(load_tool(tool).main, [str(a) for a in argv])
+    return status, capsys.readouterr().err
+
+
+@pytest.fixture(scope='module')
+def data(tmp_path_factory):
+    return make_sr_data(str(tmp_path_factory.mktemp('sr')), num=2, size=32)
+
+
+def tiny_config(tmp_path, data, generator, name='cfg.py', **overrides):
+    return write_data_config(
+        str(tmp_path / name),
+        osp.join(ROOT, 'configs/ghostsr/_base_/sisr_paper_x2.py'),
+        data, 2, gt_patch=16,
+        overrides=dict(model=dict(generator=generator), **overrides))
+
+
+def one_error_line(err):
+    lines = err.strip().splitlines()
+    assert lines[0].startswith('error: ') and 'Traceback' not in err, err
+    return err
+
+
+@pytest.mark.parametrize('case', ['rdn', 'regular', 'deployed'])
+def test_test_refuses_checkpoints_that_do_not_match(tmp_path, data, case,
+                                                    capsys):
+    """Wrong weights would give wrong numbers: refused before testing, and
+    --out is not written."""
+    ghost = dict(type='GhostEDSRNet', **EDSR)
+    cfg = tiny_config(tmp_path, data, ghost)
+    ckpt = tmp_path / f'{case}.pth'
+    if case == 'rdn':
+        model = MODELS.build(dict(type='RDNNet', in_channels=3,
+                                  out_channels=3, mid_channels=8,
+                                  num_blocks=1, num_layers=1,
+                                  channel_growth=4))
+        expected = r'none of the model.s tensors'
+    elif case == 'regular':
+        model = MODELS.build(dict(EDSR, type='EDSRNet'))
+        expected = 'missing.*body.0.conv1.conv.weight'
+    else:
+        model = convert_to_inference(MODELS.build(ghost))
+        expected = r"deployed \(inference-graph\) checkpoint.*cheap_op='fixed'"
+    save_generator(model, str(ckpt))
+    out = tmp_path / 'metrics.json'
+    status, err = call('tools/test.py', cfg, ckpt, '--work-dir',
+                       tmp_path / 'work', '--out', out, capsys=capsys)
+    assert status == 1
+    import re
+    assert re.search(expected, one_error_line(err), re.S), err
+    assert f'{ckpt} does not match the model GhostEDSRNet' in err
+    assert not out.exists() and not (tmp_path / 'work').exists()
+
+
+def test_cluster_init_refuses_and_writes_nothing(tmp_path, data, capsys):
+    ghost_cfg = tiny_config(tmp_path, data, dict(type='GhostEDSRNet', **EDSR))
+    regular_cfg = tiny_config(tmp_path, data, dict(type='EDSRNet', **EDSR),
+                              name='regular.py')
+    ghost_ckpt = tmp_path / 'ghost.pth'
+    save_generator(MODELS.build(dict(type='GhostEDSRNet', **EDSR)),
+                   str(ghost_ckpt))
+    regular_ckpt = tmp_path / 'regular.pth'
+    save_generator(MODELS.build(dict(type='EDSRNet', **EDSR)),
+                   str(regular_ckpt))
+    out = tmp_path / 'out.pth'
+    status, err = call('tools/cluster_init.py', ghost_ckpt, ghost_cfg, out,
+                       capsys=capsys)
+    assert status == 1 and 'holds ghost layers already' in one_error_line(err)
+    status, err = call('tools/cluster_init.py', regular_ckpt, regular_cfg,
+                       out, capsys=capsys)
+    assert status == 1 and 'has no ghost layer' in one_error_line(err)
+    assert not out.exists()
+    status, err = call('tools/cluster_init.py', regular_ckpt, ghost_cfg, out,
+                       capsys=capsys)
+    assert status == 0 and out.exists()
+
+
+CONFIG_ERRORS = [
+    (dict(type='GhostEDSRNet', cheap_op='lernable', **EDSR), {},
+     r"unknown `cheap_op` 'lernable'"),
+    (dict(type='GhostEDSRNet', shift_mode='lernable', **EDSR), {},
+     r"unknown `shift_mode` 'lernable'; expected one of \('learnable'"),
+    (dict(type='GhostEDSRNet', ratio=1.5, **EDSR), {},
+     r'`ratio` \(λ\) must lie in \(0, 1\), got 1.5'),
+    (dict(type='CARNNet', mid_channels=8, res_scale=0.1), {},
+     "unexpected keyword argument 'res_scale'"),
+    (dict(type='GhostEDSRNet', **EDSR),
+     dict(custom_hooks=[dict(type='GumbelAnealHook')]),
+     r"custom_hooks\[0\]: unknown hook type 'GumbelAnealHook'; did you mean "
+     'GumbelAnnealHook'),
+]
+
+
+@pytest.mark.parametrize('generator, overrides, message', CONFIG_ERRORS)
+def test_config_errors_are_one_line_and_write_nothing(tmp_path, data,
+                                                      generator, overrides,
+                                                      message, capsys):
+    cfg = tiny_config(tmp_path, data, generator, **overrides)
+    work = tmp_path / 'work'
+    status, err = call('tools/train.py', cfg, '--work-dir', work,
+                       capsys=capsys)
+    assert status == 1
+    import re
+    assert re.search(message, one_error_line(err)), err
+    assert not work.exists()
+    # --debug shows the traceback.
+    with pytest.raises(Exception, match=message):
+        run_tool(load_tool('tools/train.py').main,
+                 [cfg, '--work-dir', str(work), '--debug'])
+
+
+def test_data_errors_name_the_file(tmp_path, capsys):
+    generator = dict(type='EDSRNet', **EDSR)
+    # A GT image with no LR partner (the dataset would skip it silently).
+    lonely = make_sr_data(str(tmp_path / 'lonely'), num=2, size=32)
+    import os
+    os.remove(osp.join(lonely, 'LR_bicubic/X2/img001.png'))
+    cfg = tiny_config(tmp_path, lonely, generator, name='a.py')
+    status, err = call('tools/train.py', cfg, '--work-dir', tmp_path / 'w',
+                       capsys=capsys)
+    assert status == 1
+    assert ('1 GT images without an LR partner' in one_error_line(err)
+            and 'HR/img001.png' in err)
+    # A truncated PNG in the training set.
+    broken = make_sr_data(str(tmp_path / 'broken'), num=2, size=32)
+    png = osp.join(broken, 'HR/img000.png')
+    data = open(png, 'rb').read()
+    open(png, 'wb').write(data[:len(data) // 2])
+    cfg = tiny_config(tmp_path, broken, generator, name='b.py')
+    status, err = call('tools/train.py', cfg, '--work-dir', tmp_path / 'w',
+                       capsys=capsys)
+    assert status == 1
+    assert 'HR/img000.png: not a readable image' in one_error_line(err)
+    # An LR image of the wrong size in the test set.
+    mixed = make_sr_data(str(tmp_path / 'mixed'), num=2, size=32)
+    import mmcv
+    lr = osp.join(mixed, 'LR_bicubic/X2/img001.png')
+    mmcv.imwrite(mmcv.imread(lr)[:, :15], lr)
+    cfg = tiny_config(tmp_path, mixed, generator, name='c.py')
+    save_generator(MODELS.build(generator), str(tmp_path / 'r.pth'))
+    status, err = call('tools/test.py', cfg, tmp_path / 'r.pth',
+                       '--work-dir', tmp_path / 'w', capsys=capsys)
+    assert status == 1
+    assert ('HR/img001.png is 32x32 but its LR partner' in
+            one_error_line(err) and 'is 16x15' in err)
+    assert not (tmp_path / 'w').exists()
+
+
+def test_resume_from_a_truncated_checkpoint_names_it(tmp_path, data,
+                                                     capsys):
+    work = tmp_path / 'work'
+    work.mkdir()
+    model = MODELS.build(dict(type='EDSRNet', **EDSR))
+    save_generator(model, str(work / 'iter_2.pth'))
+    save_generator(model, str(work / 'iter_4.pth'))
+    last = work / 'iter_4.pth'
+    last.write_bytes(last.read_bytes()[:100])
+    (work / 'last_checkpoint').write_text(str(last))
+    cfg = tiny_config(tmp_path, data, dict(type='EDSRNet', **EDSR))
+    status, err = call('tools/train.py', cfg, '--work-dir', work,
+                       '--resume', capsys=capsys)
+    assert status == 1
+    one_error_line(err)
+    assert f'cannot resume: {last}: cannot be read' in err
+    assert f'--resume --cfg-options load_from={work}/iter_2.pth' in err
+    assert sorted(p.name for p in work.iterdir()) == [
+        'iter_2.pth', 'iter_4.pth', 'last_checkpoint'
+    ]
+
+
+def test_missing_files_are_one_line(tmp_path, data, capsys):
+    cfg = tiny_config(tmp_path, data, dict(type='GhostEDSRNet', **EDSR))
+    status, err = call('tools/deploy.py', cfg, tmp_path / 'none.pth',
+                       tmp_path / 'out.pth', capsys=capsys)
+    assert status == 1 and 'none.pth not found' in one_error_line(err)
+    status, err = call('tools/analysis/complexity.py', tmp_path / 'no.py',
+                       '--no-latency', capsys=capsys)
+    assert status == 1 and 'config file' in one_error_line(err)
+    assert 'no.py not found' in err
