@@ -13,7 +13,7 @@ FORCE_CUDA ?= $(if $(CUDA_HOME),1,0)
 TORCH_CUDA_ARCH_LIST ?= 8.0;9.0+PTX
 MAX_JOBS ?= 2
 
-.PHONY: setup demo test bench lock clean
+.PHONY: setup demo test test-fast bench lock clean
 
 setup: $(STAMPS)/ext
 
@@ -33,6 +33,10 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest tests
+
+# The edit-test loop: everything but the end-to-end runs (marked slow).
+test-fast: setup
+	$(PY) -m pytest tests -m "not slow"
 
 bench: setup
 	$(PY) benchmarks/bench_shift.py --overwrite

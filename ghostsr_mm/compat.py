@@ -18,7 +18,8 @@ import torch
 __all__ = [
     'apply', 'mmcv_has_compiled_ops', 'install_mmcv_ext_placeholder',
     'checkpoint_safe_globals', 'allow_mmengine_checkpoints',
-    'allow_cpu_distributed', 'silence_dependency_import_warnings'
+    'allow_cpu_distributed', 'silence_dependency_import_warnings',
+    'name_undecodable_images'
 ]
 
 # ---------------------------------------------------------------------------
@@ -195,9 +196,45 @@ def silence_dependency_import_warnings() -> None:
         category=UserWarning)
 
 
+# ---------------------------------------------------------------------------
+# 5. A corrupt image file stops training with an OpenCV assertion that names
+#    no file.
+#
+# MMagic's `LoadImageFromFile._load_image` returns what `mmcv.imfrombytes`
+# decodes, which is None for a truncated or corrupt file; the next step
+# fails in `cv2.cvtColor` (`!_src.empty()`) with no file name, mid-training.
+# The wrapped loader raises an error naming the file instead. (The tools also
+# check the data before training: ghostsr_mm.datasets.check_config_data.)
+# ---------------------------------------------------------------------------
+
+
+def name_undecodable_images() -> bool:
+    """Make MMagic's image loader name a file it cannot decode.
+
+    Returns:
+        bool: Whether the loader was wrapped (now or before).
+    """
+    from mmagic.datasets.transforms import loading
+    original = loading.LoadImageFromFile._load_image
+    if getattr(original, '_ghostsr_names_file', False):
+        return True
+
+    def _load_image(self, filename):
+        img = original(self, filename)
+        if img is None:
+            raise ValueError(f'{filename}: cannot be decoded as an image '
+                             '(truncated or corrupt file?)')
+        return img
+
+    _load_image._ghostsr_names_file = True
+    loading.LoadImageFromFile._load_image = _load_image
+    return True
+
+
 def apply() -> None:
     """Apply every fix whose problem is present."""
     silence_dependency_import_warnings()
     install_mmcv_ext_placeholder()
     allow_mmengine_checkpoints()
     allow_cpu_distributed()
+    name_undecodable_images()

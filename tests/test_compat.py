@@ -16,6 +16,7 @@ def run_python(code: str) -> subprocess.CompletedProcess:
                           text=True)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(compat.mmcv_has_compiled_ops(),
                     reason='a full mmcv with compiled ops is installed')
 def test_mmagic_models_import_fails_without_placeholder():
@@ -24,6 +25,7 @@ def test_mmagic_models_import_fails_without_placeholder():
     assert "No module named 'mmcv._ext'" in out.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(compat.mmcv_has_compiled_ops(),
                     reason='a full mmcv with compiled ops is installed')
 def test_placeholder_lets_mmagic_import_and_kernels_raise_clearly():
@@ -60,6 +62,7 @@ def _mmengine_like_checkpoint(path):
             state_dict=dict(w=torch.ones(2))), path)
 
 
+@pytest.mark.slow
 def test_mmengine_checkpoint_needs_the_allowlist(tmp_path):
     path = tmp_path / 'ckpt.pth'
     _mmengine_like_checkpoint(path)
@@ -87,6 +90,7 @@ def test_mmengine_checkpoint_loads_with_weights_only(tmp_path):
         torch.load(tmp_path / 'evil.pth', weights_only=True)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason='a GPU is visible')
 @pytest.mark.parametrize('with_fix', [False, True])
 def test_pytorch_launcher_on_a_machine_without_gpu(with_fix):
@@ -115,6 +119,7 @@ def test_pytorch_launcher_on_a_machine_without_gpu(with_fix):
      '_register_pytree_node` is deprecated'),
     ('import pkg_resources', 'pkg_resources is deprecated as an API'),
 ])
+@pytest.mark.slow
 def test_importing_the_plugin_silences_dependency_warnings(code, message):
     loud = subprocess.run([sys.executable, '-c', code],
                           capture_output=True, text=True, check=True)
@@ -123,3 +128,14 @@ def test_importing_the_plugin_silences_dependency_warnings(code, message):
         [sys.executable, '-c', f'import ghostsr_mm; {code}'],
         capture_output=True, text=True, check=True)
     assert message not in quiet.stderr
+
+
+def test_corrupt_image_is_named_by_the_loader(tmp_path):
+    """Mid-training, a file MMagic's loader cannot decode is named (not an
+    OpenCV assertion about an empty image)."""
+    from mmagic.datasets.transforms import LoadImageFromFile
+    bad = tmp_path / 'broken.png'
+    bad.write_bytes(b'\x89PNG\r\n\x1a\n' + b'\0' * 20)
+    loader = LoadImageFromFile(key='gt')
+    with pytest.raises(ValueError, match=r'broken.png: cannot be decoded'):
+        loader(dict(gt_path=str(bad)))

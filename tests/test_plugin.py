@@ -3,7 +3,10 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 
+
+@pytest.mark.slow
 def test_custom_imports_registers_in_mmagic_registries(tmp_path):
     # A fresh interpreter, so that only the config's custom_imports can have
     # imported ghostsr_mm.

@@ -50,6 +50,7 @@ def last_metrics(runner, mode):
     }
 
 
+@pytest.mark.slow
 def test_train_validate_checkpoint_test_resume(tmp_path, data_root):
     cfg = tiny_sr_config(str(tmp_path), data_root, generator=SMALL_EDSR)
     runner = Runner.from_cfg(cfg)

@@ -65,6 +65,7 @@ def pretrained(tmp_path_factory):
     return str(path)
 
 
+@pytest.mark.slow
 def test_hook_matches_cli_and_leaves_resumed_weights(tmp_path, data_root,
                                                      pretrained):
     cfg = tiny_sr_config(str(tmp_path), data_root, generator=GHOST, iters=2)
@@ -118,6 +119,7 @@ def test_cli_refuses_to_overwrite(tmp_path, pretrained, capsys):
     assert torch.load(out, weights_only=True)['meta']['seed'] == 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('interval, expected_interval', [(3, 3), (None, 2)])
 def test_anneal_hook_noise_follows_decay(tmp_path, data_root, interval,
                                          expected_interval):

@@ -7,6 +7,8 @@ from mmagic.registry import MODELS
 from mmengine.runner import Runner
 
 from ghostsr_mm.models import GhostConv2d
+from ghostsr_mm.models.clustering import cluster_init
+from ghostsr_mm.models.layers import by_order_mapping
 from helpers import make_sr_data, tiny_sr_config
 
 
@@ -65,12 +67,44 @@ def build_small(name, scale, **extra):
     return MODELS.build(dict(type=name.replace('-M', ''), **cfg))
 
 
+REGULAR = {'GhostEDSRNet': 'EDSRNet', 'GhostRDNNet': 'RDNNet',
+           'GhostCARNNet': 'CARNNet', 'GhostCARNNet-M': 'CARNNet'}
+
+
 @pytest.mark.parametrize('name', list(SMALL))
 @pytest.mark.parametrize('scale', [2, 3, 4])
-def test_forward_shapes(name, scale):
-    model = build_small(name, scale)
-    out = model(torch.rand(2, 3, 10, 12))
+def test_copy_ghost_model_equals_regular_model_with_repeated_filters(
+        name, scale):
+    """A ghost model whose cheap operation is a copy computes exactly the
+    regular model in which every ghost filter repeats its intrinsic
+    filter (by-order map): the same output, at every scale."""
+    torch.manual_seed(0)
+    ghost = build_small(name, scale, cheap_op='copy').eval()
+    regular = MODELS.build(
+        dict(type=REGULAR[name], upscale_factor=scale,
+             **SMALL[name])).eval()
+    state = regular.state_dict()
+    for lname, layer in ghost.ghost_layers():
+        keep, src, _ = by_order_mapping(layer.out_channels,
+                                        layer.num_intrinsic,
+                                        layer.conv.groups)
+        for p in ('weight', 'bias'):
+            state[f'{lname}.{p}'] = state[f'{lname}.{p}'][keep[src]]
+    regular.load_state_dict(state)
+    cluster_init(ghost, state, method='order')
+    x = torch.rand(2, 3, 10, 12)
+    with torch.no_grad():
+        expected = regular(x)
+        out = ghost(x)
     assert out.shape == (2, 3, 10 * scale, 12 * scale)
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+    # And a shift is not a copy: with its ghosts moved by a pixel the same
+    # model differs by far more than float rounding.
+    for _, layer in ghost.ghost_layers():
+        layer.offsets[layer.ghost_channels] = torch.tensor([1, 0])
+    with torch.no_grad():
+        moved = (ghost(x) - expected).abs().max().item()
+    assert moved > 100 * (out - expected).abs().max().item() + 1e-6
 
 
 @pytest.mark.parametrize('name', list(SMALL))
@@ -257,6 +291,7 @@ def test_regular_layers_keep_mmagic_state_dict_keys(mm_type, ghost_type,
     dict(type='GhostCARNNet', mid_channels=16, upscale_factor=2,
          efficient=True),
 ])
+@pytest.mark.slow
 def test_swapped_into_mmagic_edsr_config(tmp_path, generator):
     data = make_sr_data(str(tmp_path / 'data'), num=2, size=48)
     cfg = tiny_sr_config(str(tmp_path), data, generator=generator, iters=3)

@@ -139,6 +139,7 @@ def psnr(a, b):
     return float(10 * torch.log10(1 / F.mse_loss(a, b)))
 
 
+@pytest.mark.slow
 def test_clustering_beats_order_initialisation():
     parent, lr = train_redundant_edsr()
     state = parent.state_dict()

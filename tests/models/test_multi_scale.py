@@ -1,6 +1,7 @@
 """Multi-scale training (CARN's multi-scale model) in a real Runner."""
 import os.path as osp
 
+import pytest
 import torch
 from mmengine.runner import Runner
 
@@ -10,19 +11,47 @@ from helpers import make_sr_data
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 
-def test_one_scale_per_iteration_same_on_every_rank(tmp_path):
+def _draws_on_rank(rank: int, world: int, init_file: str, out: str):
+    """One rank of test_one_scale_per_iteration_same_on_every_rank."""
+    import json
+    import numpy as np
+    import torch.distributed as dist
+    dist.init_process_group('gloo', init_method=f'file://{init_file}',
+                            rank=rank, world_size=world)
+    # Each rank's own random state differs, as in a real run.
+    torch.manual_seed(100 + rank)
+    np.random.seed(100 + rank)
+    import ghostsr_mm  # noqa: F401
     from mmagic.registry import MODELS
     model = MODELS.build(
         dict(
             type='MultiScaleEditModel',
-            generator=dict(type='CARNNet', multi_scale=True,
-                           mid_channels=8),
+            generator=dict(type='CARNNet', multi_scale=True, mid_channels=8),
             pixel_loss=dict(type='L1Loss')))
-    draws = [model.scale_for_iter(i) for i in range(60)]
-    assert set(draws) == {2, 3, 4}
-    assert draws == [model.scale_for_iter(i) for i in range(60)]
+    draws = [int(model.scale_for_iter(i)) for i in range(60)]
+    gathered = [None] * world
+    dist.all_gather_object(gathered, draws)
+    if rank == 0:
+        with open(out, 'w') as f:
+            json.dump(gathered, f)
+    dist.destroy_process_group()
 
 
+@pytest.mark.slow
+def test_one_scale_per_iteration_same_on_every_rank(tmp_path):
+    """Two ranks (gloo, two processes with different random states) draw
+    the same scale at every iteration, and all three scales occur."""
+    import json
+    import torch.multiprocessing as mp
+    out = tmp_path / 'draws.json'
+    mp.spawn(_draws_on_rank, args=(2, str(tmp_path / 'init'), str(out)),
+             nprocs=2, join=True)
+    rank0, rank1 = json.loads(out.read_text())
+    assert rank0 == rank1
+    assert set(rank0) == {2, 3, 4}
+
+
+@pytest.mark.slow
 def test_carn_multi_scale_config_trains_all_upsamplers(tmp_path):
     data = make_sr_data(str(tmp_path / 'data'), num=2, size=48)
     cfg_path = write_data_config(

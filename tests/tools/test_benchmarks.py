@@ -30,6 +30,7 @@ def test_results_path_keeps_existing_files(tmp_path):
     assert (out_dir / 'x.json').read_text() == 'earlier'
 
 
+@pytest.mark.slow
 def test_bench_shift_end_to_end(tmp_path, capsys):
     bench = load_script('bench_shift')
     bench.main(['--size', '16', '--repeats', '2', '--out-dir',
@@ -39,15 +40,18 @@ def test_bench_shift_end_to_end(tmp_path, capsys):
                                                   '1x64x16x16']
     assert [r['shape'] for r in result['layer']] == ['1x64x16x16',
                                                      '1x256x16x16']
-    for r in result['op']:
-        assert r['op_over_clone'] == pytest.approx(r['op_ms'] /
-                                                   r['clone_ms'])
-        assert r['into_over_copy'] == pytest.approx(r['op_into_ms'] /
-                                                    r['copy_into_ms'])
-    for r in result['layer']:
-        assert r['write_output_in_full'] == pytest.approx(
-            r['write_output_ms'] / r['full_ms'])
     printed = capsys.readouterr().out
+    # The table a reader copies is the JSON's figures, row by row, and
+    # every figure is a real timing.
+    for r in result['op']:
+        assert r['op_ms'] > 0 and r['clone_ms'] > 0 and r['naive_ms'] > 0
+        assert (f"| {r['shape']} | {r['op_ms']:.3f} | {r['clone_ms']:.3f} "
+                f"| {r['op_over_clone']:.2f} (") in printed
+    for r in result['layer']:
+        assert 0 < r['half_ms'] and 0 < r['full_ms']
+        assert (f"| {r['shape']} | {r['full_ms']:.3f} | {r['half_ms']:.3f} "
+                f"| {r['ghost_ms']:.3f} | {r['ghost_over_full']:.3f} |"
+                ) in printed
     assert '| 1x64x16x16 + ReLU, into a concat |' in printed
     # A second run does not replace the first one's file unless asked.
     before = (tmp_path / 'shift_cpu.json').read_bytes()
@@ -59,6 +63,7 @@ def test_bench_shift_end_to_end(tmp_path, capsys):
     assert (tmp_path / 'shift_cpu.json').read_bytes() == before
 
 
+@pytest.mark.slow
 def test_bench_models_end_to_end(tmp_path, capsys):
     bench = load_script('bench_models')
     bench.main(['--models', 'carn_m', '--repeats', '1', '--min-seconds',
@@ -69,10 +74,9 @@ def test_bench_models_end_to_end(tmp_path, capsys):
     # CARN-M x2 (single scale), as in the README's table.
     assert row['params']['regular'] == 257027
     assert row['params']['ghost'] == 210627
-    t = row['latency_s']
-    assert row['latency_ratio'] == pytest.approx(t['ghost'] / t['regular'])
-    assert len(row['latency_rounds_s']['ghost']) == 1
-    assert row['round_ratio_median'] == pytest.approx(
-        row['latency_rounds_s']['ghost'][0] /
-        row['latency_rounds_s']['regular'][0])
-    assert '| carn_m x2 | 3x128x128 | 0.26 / 0.21 |' in capsys.readouterr().out
+    # --repeats 1 and no minimum time: one timed round of each model.
+    assert {len(v) for v in row['latency_rounds_s'].values()} == {1}
+    assert all(t > 0 for v in row['latency_rounds_s'].values() for t in v)
+    printed = capsys.readouterr().out
+    assert (f"| carn_m x2 | 3x128x128 | 0.26 / 0.21 | "
+            f"{row['flops_ratio']:.3f} |") in printed

@@ -73,6 +73,7 @@ def data(tmp_path_factory):
     return make_sr_data(str(tmp_path_factory.mktemp('sr')), num=3, size=48)
 
 
+@pytest.mark.slow
 def test_train_regular_then_ghost_then_test(tmp_path, data):
     regular = tiny_child_config(
         tmp_path, osp.join(ROOT, 'configs/ghostsr/edsr/'
@@ -109,6 +110,7 @@ def test_train_regular_then_ghost_then_test(tmp_path, data):
     assert out.returncode != 0 and 'exists' in out.stderr
 
 
+@pytest.mark.slow
 def test_missing_data_stops_before_training(tmp_path):
     work = tmp_path / 'work'
     out = run_tool(
