@@ -116,7 +116,10 @@ def enable_amp(cfg: Config) -> None:
     cfg.optim_wrapper.loss_scale = 'dynamic'
 
 
-def _check_hooks(cfg: Config) -> None:
+def _check_hooks(cfg: Config, model) -> None:
+    """Every custom hook type exists and builds; a hook with a
+    ``check_model(model)`` method (GhostClusterInitHook) checks its inputs
+    against the model."""
     from mmagic.registry import HOOKS
     for i, hook in enumerate(cfg.get('custom_hooks', None) or []):
         kind = hook.get('type') if isinstance(hook, dict) else None
@@ -129,9 +132,11 @@ def _check_hooks(cfg: Config) -> None:
             raise UserError(f'custom_hooks[{i}]: unknown hook type '
                             f'{kind!r}{hint}')
         try:
-            HOOKS.build(hook)
+            built = HOOKS.build(hook)
         except Exception as err:  # the hook's own argument check
             raise UserError(f'custom_hooks[{i}] ({kind}): {err}') from err
+        if hasattr(built, 'check_model'):
+            built.check_model(model)
 
 
 def check_config(cfg: Config, phases: Sequence[str]) -> None:
@@ -148,10 +153,10 @@ def check_config(cfg: Config, phases: Sequence[str]) -> None:
     from ghostsr_mm.datasets import check_config_data
     register_all_modules()
     try:
-        MODELS.build(cfg.model)
+        model = MODELS.build(cfg.model)
     except Exception as err:
         raise UserError(f'model: {err}') from err
-    _check_hooks(cfg)
+    _check_hooks(cfg, model)
     check_config_data(cfg, phases)
 
 

@@ -26,6 +26,7 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import ghostsr_mm  # noqa: E402,F401
 from ghostsr_mm.apis import write_data_config  # noqa: E402
+from ghostsr_mm.cli import run_tool  # noqa: E402
 from ghostsr_mm.datasets import mod_crop, write_sr_pairs  # noqa: E402
 
 SCALE = 2
@@ -165,9 +166,7 @@ def main(argv=None) -> int:
     out = osp.abspath(args.out or osp.join(
         ROOT, 'demo_output', time.strftime('%Y%m%d_%H%M%S')))
     if osp.exists(out) and os.listdir(out):
-        print(f'error: {out} is not empty; choose another --out',
-              file=sys.stderr)
-        return 1
+        raise FileExistsError(f'{out} is not empty; choose another --out')
     os.makedirs(out, exist_ok=True)
     data = osp.join(out, 'data')
     build_data(data)
@@ -178,7 +177,7 @@ def main(argv=None) -> int:
         gt_patch=96,
         num_workers=2,
         val_root=osp.join(data, 'test'))
-    regular_cfg = write_data_config(
+    regular_config = write_data_config(
         osp.join(out, 'edsr_demo.py'), base, osp.join(data, 'train'),
         args.iters,
         overrides=dict(
@@ -186,8 +185,8 @@ def main(argv=None) -> int:
             optim_wrapper=dict(optimizer=dict(lr=1e-3))),
         **data_args)
     regular_ckpt = osp.join(out, 'work', 'edsr', f'iter_{args.iters}.pth')
-    ghost_cfg = write_data_config(
-        osp.join(out, 'ghost_edsr_demo.py'), regular_cfg,
+    ghost_config = write_data_config(
+        osp.join(out, 'ghost_edsr_demo.py'), regular_config,
         osp.join(data, 'train'), args.ghost_iters,
         overrides=dict(
             model=dict(generator=dict(type='GhostEDSRNet')),
@@ -201,17 +200,17 @@ def main(argv=None) -> int:
                           f'iter_{args.ghost_iters}.pth')
 
     log(f'training the regular EDSR ({args.iters} iterations)')
-    run('tools/train.py', regular_cfg, '--work-dir',
+    run('tools/train.py', regular_config, '--work-dir',
         osp.join(out, 'work', 'edsr'))
     log('cluster-initialising the ghost EDSR from it and fine-tuning '
         f'({args.ghost_iters} iterations)')
-    run('tools/train.py', ghost_cfg, '--work-dir',
+    run('tools/train.py', ghost_config, '--work-dir',
         osp.join(out, 'work', 'ghost_edsr'))
 
     test_root = osp.join(data, 'test')
     metrics = {}
-    for name, cfg, ckpt in (('regular', regular_cfg, regular_ckpt),
-                            ('ghost', ghost_cfg, ghost_ckpt)):
+    for name, cfg, ckpt in (('regular', regular_config, regular_ckpt),
+                            ('ghost', ghost_config, ghost_ckpt)):
         log(f'testing the {name} EDSR on the held-out photos')
         result = osp.join(out, f'metrics_{name}.json')
         run('tools/test.py', cfg, ckpt, '--work-dir',
@@ -221,7 +220,7 @@ def main(argv=None) -> int:
     metrics['bicubic'] = tuple(bicubic_metrics(test_root))
 
     log('measuring params, FLOPs and CPU latency (3x128x128 input)')
-    models, cost = complexity({'regular': regular_cfg, 'ghost': ghost_cfg},
+    models, cost = complexity({'regular': regular_config, 'ghost': ghost_config},
                               (regular_ckpt, ghost_ckpt))
     png = osp.join(out, 'side_by_side.png')
     side_by_side(models, test_root, png)
@@ -256,4 +255,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(run_tool(main))

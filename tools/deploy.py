@@ -22,7 +22,7 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 import ghostsr_mm  # noqa: E402,F401
 from ghostsr_mm.apis import build_generator, load_generator  # noqa: E402
 from ghostsr_mm.checkpoint import save_generator  # noqa: E402
-from ghostsr_mm.cli import run_tool  # noqa: E402
+from ghostsr_mm.cli import UserError, run_tool  # noqa: E402
 from ghostsr_mm.models.layers import convert_to_inference  # noqa: E402
 from ghostsr_mm.ops import reference_mode  # noqa: E402
 
@@ -104,9 +104,8 @@ def main(argv=None) -> int:
         print(f'ONNX written to {args.onnx}; max |onnxruntime - PyTorch| '
               f'on a real photo: {diff:.2e}')
         if diff > 1e-4:
-            print('error: the ONNX model does not match PyTorch',
-                  file=sys.stderr)
-            return 1
+            raise UserError(f'the ONNX model does not match PyTorch (max '
+                            f'difference {diff:.2e} > 1e-4)')
     return 0
 
 

@@ -30,7 +30,8 @@ from ghostsr_mm.models.layers import (GhostConv2d, by_order_mapping,
                                       ghost_layers)
 
 __all__ = [
-    'LayerClusters', 'ClusterReport', 'cluster_filters', 'cluster_init'
+    'LayerClusters', 'ClusterReport', 'check_pretrained', 'cluster_filters',
+    'cluster_init'
 ]
 
 
@@ -156,6 +157,42 @@ def _assign(flat: np.ndarray, reps: List[int]) -> np.ndarray:
     return owner
 
 
+def check_pretrained(model: nn.Module, pretrained: Dict[str, Tensor]) -> None:
+    """Refuse a pre-trained state dict that :func:`cluster_init` could not
+    use: a model without ghost layers, a checkpoint in which no ghost layer
+    finds its weight (another architecture, or an already-ghost model), or
+    one that holds fewer than half of the model's regular tensors.
+
+    Raises:
+        ValueError: Saying which and why.
+    """
+    layers = dict(ghost_layers(model))
+    name = type(model).__name__
+    if not layers:
+        raise ValueError(
+            f'cluster_init: {name} has no ghost layer (GhostConv2d); '
+            'clustering initialises a ghost model: use a ghost config')
+    if not any(f'{n}.weight' in pretrained for n in layers):
+        hint = (' It holds ghost layers already (`.conv.weight` keys): start '
+                'from the regular model it came from.' if any(
+                    f'{n}.conv.weight' in pretrained for n in layers) else
+                ' Is it a checkpoint of the regular version of this '
+                'architecture?')
+        raise ValueError(
+            f'cluster_init: none of the {len(layers)} ghost layers of {name} '
+            f'finds its pre-trained weight (e.g. {next(iter(layers))}.weight)'
+            f' in the checkpoint.{hint}')
+    prefixes = tuple(f'{n}.' for n in layers)
+    regular = [k for k in model.state_dict() if not k.startswith(prefixes)]
+    found = [k for k in regular if k in pretrained]
+    if regular and len(found) < 0.5 * len(regular):
+        missing = [k for k in regular if k not in pretrained][:3]
+        raise ValueError(
+            f'cluster_init: the checkpoint holds only {len(found)} of the '
+            f'{len(regular)} regular tensors of {name} (missing e.g. '
+            f'{missing}); a checkpoint of another architecture?')
+
+
 def cluster_init(model: nn.Module,
                  pretrained: Dict[str, Tensor],
                  seed: int = 0,
@@ -182,26 +219,11 @@ def cluster_init(model: nn.Module,
     if method not in ('kmeans', 'order'):
         raise ValueError(f"cluster_init: `method` must be 'kmeans' or "
                          f"'order', got {method!r}")
+    check_pretrained(model, pretrained)
     report = ClusterReport()
     layers = dict(ghost_layers(model))
-    if not layers:
-        raise ValueError(
-            f'cluster_init: {type(model).__name__} has no ghost layer '
-            '(GhostConv2d); clustering initialises a ghost model: use a ghost '
-            'config')
     own = model.state_dict()
     ghost_keys = {f'{n}.{p}' for n in layers for p in ('weight', 'bias')}
-    found = [n for n in layers if f'{n}.weight' in pretrained]
-    if not found:
-        hint = (' It holds ghost layers already (`.conv.weight` keys): start '
-                'from the regular model it came from.' if any(
-                    f'{n}.conv.weight' in pretrained for n in layers) else
-                ' Is it a checkpoint of the regular version of this '
-                'architecture?')
-        raise ValueError(
-            f'cluster_init: none of the {len(layers)} ghost layers of '
-            f'{type(model).__name__} finds its pre-trained weight (e.g. '
-            f'{next(iter(layers))}.weight) in the checkpoint.{hint}')
     # Regular layers: copy, checking shapes first.
     regular = {}
     for key, value in pretrained.items():
@@ -215,14 +237,6 @@ def cluster_init(model: nn.Module,
                              f'has shape {tuple(value.shape)}, the model '
                              f'expects {tuple(own[key].shape)}')
         regular[key] = value
-    ghost_prefixes = tuple(f'{n}.' for n in layers)
-    regular_own = [k for k in own if not k.startswith(ghost_prefixes)]
-    if regular_own and len(regular) < 0.5 * len(regular_own):
-        raise ValueError(
-            f'cluster_init: the checkpoint holds only {len(regular)} of the '
-            f'{len(regular_own)} regular tensors of {type(model).__name__} '
-            f'(missing e.g. {[k for k in regular_own if k not in regular][:3]})'
-            '; a checkpoint of another architecture?')
     for name, layer in layers.items():
         w = pretrained.get(f'{name}.weight')
         expected = (layer.out_channels, ) + tuple(layer.conv.weight.shape[1:])

@@ -108,6 +108,28 @@ def test_cluster_init_refuses_and_writes_nothing(tmp_path, data, capsys):
     assert status == 0 and out.exists()
 
 
+def test_train_refuses_a_cluster_checkpoint_of_another_model(tmp_path, data,
+                                                            capsys):
+    """GhostClusterInitHook's checkpoint is checked before the Runner
+    writes its work dir (it would otherwise fail after, or leave a random
+    model)."""
+    rdn = tmp_path / 'rdn.pth'
+    save_generator(
+        MODELS.build(dict(type='RDNNet', in_channels=3, out_channels=3,
+                          mid_channels=8, num_blocks=1, num_layers=1,
+                          channel_growth=4)), str(rdn))
+    cfg = tiny_config(
+        tmp_path, data, dict(type='GhostEDSRNet', **EDSR),
+        custom_hooks=[dict(type='GhostClusterInitHook', pretrained=str(rdn))])
+    work = tmp_path / 'work'
+    status, err = call('tools/train.py', cfg, '--work-dir', work,
+                       capsys=capsys)
+    assert status == 1
+    assert (f'GhostClusterInitHook: {rdn}: cluster_init: none of the' in
+            one_error_line(err))
+    assert not work.exists()
+
+
 CONFIG_ERRORS = [
     (dict(type='GhostEDSRNet', cheap_op='lernable', **EDSR), {},
      r"unknown `cheap_op` 'lernable'"),

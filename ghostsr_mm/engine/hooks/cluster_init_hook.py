@@ -6,7 +6,7 @@ from mmengine.model import is_model_wrapper
 from mmagic.registry import HOOKS
 
 from ghostsr_mm.checkpoint import load_generator_state
-from ghostsr_mm.models.clustering import cluster_init
+from ghostsr_mm.models.clustering import check_pretrained, cluster_init
 
 
 def unwrap_generator(runner):
@@ -37,6 +37,17 @@ class GhostClusterInitHook(Hook):
         self.pretrained = pretrained
         self.seed = seed
         self.report: Optional[object] = None
+
+    def check_model(self, model) -> None:
+        """Check, before a Runner is built (``tools/train.py`` calls it),
+        that ``pretrained`` is readable and can initialise ``model``'s
+        generator; raises an error naming the file otherwise."""
+        state = load_generator_state(self.pretrained)
+        try:
+            check_pretrained(getattr(model, 'generator', model), state)
+        except ValueError as err:
+            raise ValueError(f'GhostClusterInitHook: {self.pretrained}: '
+                             f'{err}') from None
 
     def before_train(self, runner) -> None:
         if runner._resume or runner.iter > 0:
