@@ -141,8 +141,9 @@ def _check_hooks(cfg: Config, model) -> None:
 
 def check_config(cfg: Config, phases: Sequence[str]) -> None:
     """Check, before a Runner is built (it writes the work dir), that the
-    model and the custom hooks build with the config's arguments and that
-    the data of ``phases`` is present and sound.
+    model builds with the config's arguments, that the data of ``phases``
+    is present and sound, and that the custom hooks build and accept their
+    inputs (e.g. GhostClusterInitHook's checkpoint).
 
     Raises:
         UserError: Naming the config entry and what was expected.
@@ -156,8 +157,8 @@ def check_config(cfg: Config, phases: Sequence[str]) -> None:
         model = MODELS.build(cfg.model)
     except Exception as err:
         raise UserError(f'model: {err}') from err
-    _check_hooks(cfg, model)
     check_config_data(cfg, phases)
+    _check_hooks(cfg, model)
 
 
 def check_resume_checkpoint(cfg: Config) -> None:

@@ -24,10 +24,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ghostsr_mm.ops import apply_epilogue
-from .cheap_ops import CHEAP_OPS, cheap_operation
+from .cheap_ops import cheap_operation
 
-# The names `cheap_op` takes (``'dw'`` is still accepted for 'depthwise').
-SHIFT_MODES = tuple(CHEAP_OPS)
 _IntPair = Union[int, Tuple[int, int]]
 
 
@@ -42,8 +40,8 @@ class GhostConv2d(nn.Module):
             ``nn.Conv2d``; ``groups`` must divide the intrinsic channels.
         ratio (float): λ, the share of ghost channels, in (0, 1).
             Default: 0.5.
-        max_offset (int): d, the largest shift in pixels (learnable mode:
-            the window is (2d+1)x(2d+1)). Default: 1.
+        max_offset (int): d, the largest shift in pixels (the learnable
+            shift's window is (2d+1)x(2d+1)). Default: 1.
         cheap_op (str): The cheap operation that makes the ghosts
             (:mod:`.cheap_ops`): 'learnable' (the paper's learned shift),
             'fixed' (given offsets: the inference graph), 'copy' (offset 0:
