@@ -6,10 +6,11 @@ from typing import Optional, Union
 import torch.nn as nn
 from mmengine.config import Config
 
-from ghostsr_mm.checkpoint import load_generator
+from ghostsr_mm.checkpoint import (check_state_matches, load_generator,
+                                   load_generator_state)
 
 __all__ = [
-    'build_generator', 'load_generator', 'sr_data_config',
+    'build_generator', 'load_generator', 'load_sr_model', 'sr_data_config',
     'write_data_config'
 ]
 
@@ -26,6 +27,32 @@ def build_generator(config: Union[str, Config],
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
     return MODELS.build(cfg.model.generator)
+
+
+def load_sr_model(config: Union[str, Config],
+                  checkpoint: str,
+                  device: str = 'cpu') -> nn.Module:
+    """The generator of ``config`` with ``checkpoint``'s weights, ready for
+    inference (eval mode, on ``device``).
+
+    Takes a regular checkpoint, a ghost training-graph checkpoint (its
+    learnable shifts are fixed to argmax W', the inference graph) or a
+    deployed inference-graph checkpoint (``tools/deploy.py``), with the
+    config the model was trained with. A checkpoint that does not hold
+    exactly that model is refused (see
+    :func:`ghostsr_mm.checkpoint.check_state_matches`).
+    """
+    from ghostsr_mm.models.layers import convert_to_inference, ghost_layers
+    model = build_generator(config)
+    state = load_generator_state(checkpoint)
+    deployed = any(k.endswith('.offsets') for k in state) and not any(
+        k.endswith('.shift_logits') for k in state)
+    if deployed and any(layer.cheap_op == 'learnable'
+                        for _, layer in ghost_layers(model)):
+        model = convert_to_inference(model, inplace=True)
+    check_state_matches(model, state, checkpoint)
+    model.load_state_dict(state)
+    return convert_to_inference(model, inplace=True).to(device)
 
 
 def _as_list(loaders):

@@ -1,0 +1,130 @@
+"""tools/infer.py as a user runs it: a folder of real-world image kinds
+(8/16-bit, grey, RGBA, JPEG, one corrupt file), every checkpoint graph,
+outputs against a whole-image pass, and never overwriting without --force."""
+import os.path as osp
+
+import mmcv
+import numpy as np
+import pytest
+import torch
+from mmagic.registry import MODELS
+
+from ghostsr_mm.apis import load_sr_model
+from ghostsr_mm.checkpoint import save_generator
+from ghostsr_mm.cli import run_tool
+from ghostsr_mm.models.layers import convert_to_inference, ghost_layers
+from test_cli import load_tool
+
+GHOST = dict(type='GhostEDSRNet', in_channels=3, out_channels=3,
+             mid_channels=8, num_blocks=2, upscale_factor=2)
+
+
+@pytest.fixture(scope='module')
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp('infer')
+    cfg = root / 'ghost.py'
+    cfg.write_text(f'model = dict(generator={GHOST!r})\n')
+    torch.manual_seed(0)
+    model = MODELS.build(GHOST)
+    for _, layer in ghost_layers(model):
+        with torch.no_grad():
+            layer.shift_logits.normal_()
+    save_generator(model, str(root / 'train.pth'))
+    save_generator(convert_to_inference(model), str(root / 'deployed.pth'))
+    images = root / 'images'
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    rgb = (rng.random((37, 53, 3)) * 255).astype(np.uint8)
+    mmcv.imwrite(rgb, str(images / 'rgb.png'))
+    mmcv.imwrite(rgb, str(images / 'photo.jpg'))
+    mmcv.imwrite(rgb[..., 0], str(images / 'grey.png'))
+    rgba = np.concatenate([rgb, (rng.random((37, 53, 1)) * 255).astype(
+        np.uint8)], 2)
+    mmcv.imwrite(rgba, str(images / 'rgba.png'))
+    mmcv.imwrite((rng.random((21, 30, 3)) * 65535).astype(np.uint16),
+                 str(images / 'deep.png'))
+    data = open(images / 'rgb.png', 'rb').read()
+    (images / 'broken.png').write_bytes(data[:len(data) // 3])
+    return root
+
+
+def infer(*argv, capsys):
+    status = run_tool(load_tool('tools/infer.py').main,
+                      [str(a) for a in argv])
+    return status, capsys.readouterr()
+
+
+def whole_image(root, img):
+    """The model on the whole image, in 0-1 RGB, as float64 numpy."""
+    model = load_sr_model(str(root / 'ghost.py'), str(root / 'train.pth'))
+    x = torch.from_numpy(img).permute(2, 0, 1)[None].float()
+    with torch.no_grad():
+        return model(x)[0].clamp(0, 1).permute(1, 2, 0).double().numpy()
+
+
+def test_folder_with_every_kind_and_a_corrupt_file(setup, capsys):
+    root, out = setup, setup / 'out'
+    status, cap = infer(root / 'ghost.py', root / 'train.pth',
+                        root / 'images', out, '--tile', '28',
+                        '--batch-size', '3', capsys=capsys)
+    assert status == 1
+    assert 'broken.png: cannot be decoded' in cap.err
+    assert '5 of 6 images written' in cap.out
+    assert not (out / 'broken.png').exists()
+    src = mmcv.imread(str(root / 'images/rgb.png'), channel_order='rgb')
+    expected = whole_image(root, src.astype(np.float32) / 255)
+    got = mmcv.imread(str(out / 'rgb.png'), channel_order='rgb')
+    assert got.shape == (74, 106, 3)
+    # Tiles of 28 with the default overlap equal the whole-image pass.
+    assert np.abs(got - expected * 255).max() <= 0.5 + 1e-3
+    grey = mmcv.imread(str(out / 'grey.png'), flag='unchanged')
+    g = mmcv.imread(str(root / 'images/grey.png'), flag='unchanged')
+    g3 = np.repeat(g[..., None].astype(np.float32) / 255, 3, 2)
+    assert grey.shape == (74, 106)
+    assert np.abs(grey - whole_image(root, g3).mean(2) * 255).max() <= 0.5 + 1e-3
+    rgba = mmcv.imread(str(out / 'rgba.png'), flag='unchanged')
+    a = mmcv.imread(str(root / 'images/rgba.png'), flag='unchanged')[..., 3]
+    assert rgba.shape == (74, 106, 4)
+    alpha = np.clip(np.round(mmcv.imresize(
+        a.astype(np.float32) / 255, (106, 74), interpolation='bicubic').clip(
+            0, 1) * 255), 0, 255)
+    assert np.array_equal(rgba[..., 3], alpha)
+    deep = mmcv.imread(str(out / 'deep.png'), flag='unchanged')
+    assert deep.dtype == np.uint16 and deep.shape == (42, 60, 3)
+    assert mmcv.imread(str(out / 'photo.jpg')).shape == (74, 106, 3)
+
+
+def test_refuses_to_overwrite_without_force(setup, capsys):
+    root, out = setup, setup / 'single.png'
+    args = (root / 'ghost.py', root / 'deployed.pth', root / 'images/rgb.png',
+            out)
+    assert infer(*args, capsys=capsys)[0] == 0
+    first = out.read_bytes()
+    out.write_bytes(b'user data')
+    status, cap = infer(*args, capsys=capsys)
+    assert status == 1 and 'exist; pass --force' in cap.err
+    assert out.read_bytes() == b'user data'
+    assert infer(*args, '--force', capsys=capsys)[0] == 0
+    # The deployed and the training checkpoint give the same image.
+    assert out.read_bytes() == first
+    train_out = setup / 'from_train.png'
+    assert infer(root / 'ghost.py', root / 'train.pth',
+                 root / 'images/rgb.png', train_out, capsys=capsys)[0] == 0
+    assert np.array_equal(mmcv.imread(str(train_out)), mmcv.imread(str(out)))
+
+
+def test_bad_arguments_are_refused_before_work(setup, capsys):
+    root = setup
+    status, cap = infer(root / 'ghost.py', root / 'train.pth',
+                        root / 'images/rgb.png', root / 'x.png', '--tile',
+                        '8', '--tile-overlap', '4', capsys=capsys)
+    assert status == 1 and '--tile 8 must be larger than twice' in cap.err
+    status, cap = infer(root / 'ghost.py', root / 'train.pth',
+                        root / 'nothing', root / 'y', capsys=capsys)
+    assert status == 1 and 'no images found at' in cap.err
+    other = root / 'other.pth'
+    save_generator(MODELS.build(dict(GHOST, type='EDSRNet')), str(other))
+    status, cap = infer(root / 'ghost.py', other, root / 'images/rgb.png',
+                        root / 'z.png', capsys=capsys)
+    assert status == 1 and 'does not match the model GhostEDSRNet' in cap.err
+    assert not (root / 'x.png').exists() and not (root / 'z.png').exists()

@@ -1,0 +1,164 @@
+"""Super-resolve images of any size with a trained model.
+
+    python tools/infer.py CONFIG CHECKPOINT INPUT OUTPUT [--tile 256]
+        [--tile-overlap N] [--batch-size 4] [--device cpu|cuda]
+        [--fp16 | --bf16] [--backend pytorch|onnxruntime] [--force]
+        [--debug]
+
+INPUT is an image, a folder or a glob pattern (PNG, JPEG, BMP, TIFF; 8- or
+16-bit; grey and RGBA as described in ghostsr_mm/apis/images.py); OUTPUT is
+a file for one input image, else a folder (created), where each result keeps
+its input's file name. CHECKPOINT may be a regular, a ghost training-graph
+or a deployed checkpoint of CONFIG's generator; with ``--backend
+onnxruntime`` it is an ONNX file from ``tools/deploy.py --onnx``.
+
+Images are processed in tiles of ``--tile`` LR pixels (``--batch-size``
+tiles per forward pass), so memory does not grow with the image; with the
+default overlap, the network's receptive-field radius, the result equals a
+whole-image pass. An image that cannot be read is reported and skipped; the
+others are still written, and the exit status is 1. Existing outputs are
+refused unless ``--force`` is given, before anything is computed.
+"""
+import argparse
+import os
+import os.path as osp
+import sys
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+import ghostsr_mm  # noqa: E402,F401
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from ghostsr_mm.apis import (build_generator, list_images,  # noqa: E402
+                             load_sr_model, read_image, receptive_radius,
+                             tile_layout, tiled_inference, write_image)
+from ghostsr_mm.cli import UserError, run_tool  # noqa: E402
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('config', help='the model config')
+    parser.add_argument('checkpoint', help='checkpoint (or .onnx file)')
+    parser.add_argument('input', help='image, folder or glob pattern')
+    parser.add_argument('output', help='image (one input) or folder')
+    parser.add_argument('--tile', type=int, default=None,
+                        help='tile size in LR pixels (default: 256, or 4x '
+                        'the overlap if that is larger)')
+    parser.add_argument('--tile-overlap', type=int, default=None,
+                        help='margin kept from inner tile edges (default: '
+                        'the receptive-field radius: same output as one '
+                        'whole-image pass)')
+    parser.add_argument('--batch-size', type=int, default=4,
+                        help='tiles per forward pass')
+    parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
+    precision = parser.add_mutually_exclusive_group()
+    precision.add_argument('--fp16', action='store_true',
+                           help='float16 autocast (CUDA)')
+    precision.add_argument('--bf16', action='store_true',
+                           help='bfloat16 autocast (CPU or CUDA)')
+    parser.add_argument('--backend', default='pytorch',
+                        choices=['pytorch', 'onnxruntime'])
+    parser.add_argument('--force', action='store_true',
+                        help='overwrite existing outputs')
+    return parser.parse_args(argv)
+
+
+def output_paths(inputs, output, single):
+    """Where each input's result goes."""
+    if single and not (osp.isdir(output) or output.endswith(os.sep)):
+        return [output]
+    return [osp.join(output, osp.basename(p)) for p in inputs]
+
+
+def onnx_model(path, device):
+    """An ONNX Runtime session as a function of a tensor."""
+    import onnxruntime as ort
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'ONNX model {path} not found')
+    providers = (['CUDAExecutionProvider', 'CPUExecutionProvider']
+                 if device == 'cuda' else ['CPUExecutionProvider'])
+    try:
+        session = ort.InferenceSession(path, providers=providers)
+    except Exception as err:
+        raise UserError(f'{path}: not a usable ONNX model ({err})') from None
+    name = session.get_inputs()[0].name
+
+    def run(x):
+        out = session.run(None, {name: x.float().cpu().numpy()})[0]
+        return torch.from_numpy(out)
+
+    return run
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.fp16 and args.device != 'cuda':
+        raise UserError('--fp16 needs --device cuda (use --bf16 on the CPU)')
+    if args.device == 'cuda' and not torch.cuda.is_available():
+        raise UserError('--device cuda: no CUDA GPU is visible')
+    if args.batch_size < 1:
+        raise UserError(f'--batch-size must be >= 1, got {args.batch_size}')
+    inputs = list_images(args.input)
+    outputs = output_paths(inputs, args.output, osp.isfile(args.input))
+    existing = [p for p in outputs if osp.exists(p)]
+    if existing and not args.force:
+        more = f' and {len(existing) - 3} more' if len(existing) > 3 else ''
+        raise FileExistsError(f'{", ".join(existing[:3])}{more} exist; pass '
+                              '--force to overwrite')
+    if args.backend == 'onnxruntime':
+        model = onnx_model(args.checkpoint, args.device)
+        # The deployed shifts are inside the ONNX graph: bound them by the
+        # largest shift the config allows.
+        overlap = args.tile_overlap
+        if overlap is None:
+            overlap = receptive_radius(build_generator(args.config),
+                                       largest_shifts=True)
+    else:
+        model = load_sr_model(args.config, args.checkpoint, args.device)
+        overlap = args.tile_overlap
+        if overlap is None:
+            overlap = receptive_radius(model)
+    tile = args.tile or max(256, 4 * overlap)
+    if tile <= 2 * overlap:
+        what = '' if args.tile_overlap else ', the receptive-field radius'
+        raise UserError(f'--tile {tile} must be larger than twice the '
+                        f'overlap ({overlap}{what})')
+
+    failures, images = [], []
+    for path, out_path in zip(inputs, outputs):
+        try:
+            images.append((read_image(path), out_path))
+        except ValueError as err:
+            failures.append(str(err))
+    from mmengine.utils import ProgressBar
+    total = sum(
+        len(tile_layout(*img.rgb.shape[:2], tile, overlap))
+        for img, _ in images)
+    bar = ProgressBar(total) if total else None
+    autocast = torch.autocast(
+        args.device,
+        dtype=torch.float16 if args.fp16 else torch.bfloat16,
+        enabled=args.fp16 or args.bf16)
+    written = 0
+    for img, out_path in images:
+        lr = torch.from_numpy(img.rgb).permute(2, 0, 1)[None].to(args.device)
+        with autocast:
+            sr = tiled_inference(model, lr, tile, overlap, args.batch_size,
+                                 progress=bar.update)
+        sr = sr[0].float().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
+        os.makedirs(osp.dirname(osp.abspath(out_path)), exist_ok=True)
+        try:
+            write_image(out_path, np.ascontiguousarray(sr), img)
+            written += 1
+        except ValueError as err:
+            failures.append(str(err))
+    print(f'\n{written} of {len(inputs)} images written to {args.output}')
+    if failures:
+        print(f'error: {len(failures)} failed:\n  ' + '\n  '.join(failures),
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(run_tool(main))
