@@ -19,7 +19,7 @@ __all__ = [
     'apply', 'mmcv_has_compiled_ops', 'install_mmcv_ext_placeholder',
     'checkpoint_safe_globals', 'allow_mmengine_checkpoints',
     'allow_cpu_distributed', 'silence_dependency_import_warnings',
-    'name_undecodable_images'
+    'name_undecodable_images', 'install_controlnet_aux_placeholder'
 ]
 
 # ---------------------------------------------------------------------------
@@ -231,6 +231,55 @@ def name_undecodable_images() -> bool:
     return True
 
 
+# ---------------------------------------------------------------------------
+# 6. `from mmagic.apis import MMagicInferencer` needs controlnet_aux.
+#
+# `mmagic/apis/inferencers/controlnet_animation_inferencer.py` runs
+# `from controlnet_aux import HEDdetector` at module level, and
+# `mmagic.apis` imports every inferencer, so without controlnet_aux (a
+# ControlNet package with a long chain of vision dependencies, unused by
+# super-resolution) `from mmagic.apis import MMagicInferencer` fails with
+# `No module named 'controlnet_aux'`. A placeholder module lets the import
+# succeed; using HEDdetector (the ControlNet animation inferencer) raises a
+# clear error. With controlnet_aux installed nothing is installed.
+# ---------------------------------------------------------------------------
+
+
+class ControlNetAuxUnavailableError(RuntimeError):
+    """Raised when the controlnet_aux placeholder is used."""
+
+
+def install_controlnet_aux_placeholder() -> bool:
+    """Install a placeholder ``controlnet_aux`` when it is not installed.
+
+    Returns:
+        bool: Whether the placeholder is (now) in place.
+    """
+    current = sys.modules.get('controlnet_aux')
+    if current is not None:
+        return getattr(current, '_ghostsr_placeholder', False)
+    if importlib.util.find_spec('controlnet_aux') is not None:
+        return False
+
+    class HEDdetector:
+        """Stands in for controlnet_aux.HEDdetector."""
+
+        @classmethod
+        def from_pretrained(cls, *args, **kwargs):
+            raise ControlNetAuxUnavailableError(
+                'controlnet_aux is not installed; MMagic\'s ControlNet '
+                'animation inferencer needs it (`pip install controlnet_aux`)'
+                '. Super-resolution does not.')
+
+    module = types.ModuleType('controlnet_aux')
+    module.__spec__ = importlib.machinery.ModuleSpec(
+        'controlnet_aux', loader=None)
+    module.HEDdetector = HEDdetector
+    module._ghostsr_placeholder = True
+    sys.modules['controlnet_aux'] = module
+    return True
+
+
 def apply() -> None:
     """Apply every fix whose problem is present."""
     silence_dependency_import_warnings()
@@ -238,3 +287,4 @@ def apply() -> None:
     allow_mmengine_checkpoints()
     allow_cpu_distributed()
     name_undecodable_images()
+    install_controlnet_aux_placeholder()

@@ -139,3 +139,16 @@ def test_corrupt_image_is_named_by_the_loader(tmp_path):
     loader = LoadImageFromFile(key='gt')
     with pytest.raises(ValueError, match=r'broken.png: cannot be decoded'):
         loader(dict(gt_path=str(bad)))
+
+
+def test_controlnet_aux_placeholder_lets_mmagic_apis_import():
+    """`from mmagic.apis import MMagicInferencer` needs controlnet_aux at
+    import time; the placeholder makes it import, and says what to install
+    if the ControlNet inferencer is used."""
+    if not compat.install_controlnet_aux_placeholder():
+        pytest.skip('controlnet_aux is installed')
+    from mmagic.apis import MMagicInferencer  # noqa: F401
+    import controlnet_aux
+    with pytest.raises(compat.ControlNetAuxUnavailableError,
+                       match='pip install controlnet_aux'):
+        controlnet_aux.HEDdetector.from_pretrained('lllyasviel/Annotators')

@@ -137,24 +137,43 @@ def complexity(configs, checkpoints):
     }
 
 
+def labelled(panel: np.ndarray, text: str, height: int = 30) -> np.ndarray:
+    """``panel`` under a white strip holding ``text``."""
+    from PIL import Image, ImageDraw, ImageFont
+    strip = Image.new('RGB', (panel.shape[1], height), 'white')
+    font = ImageFont.load_default(size=18)
+    ImageDraw.Draw(strip).text((6, 5), text, fill='black', font=font)
+    return np.concatenate([np.asarray(strip), panel], 0)
+
+
 def side_by_side(models, test_root, out_png):
+    """Crops of the held-out astronaut photo, each labelled with its method
+    and its Y-PSNR on the whole photo."""
     import mmcv
     import torch
+    from mmagic.evaluation.metrics.psnr import psnr
     name = 'astronaut.png'
     gt = mmcv.imread(osp.join(test_root, 'HR', name), channel_order='rgb')
     lr = mmcv.imread(osp.join(test_root, f'LR_bicubic/X{SCALE}', name),
                      channel_order='rgb')
     x = torch.from_numpy(lr.copy()).permute(2, 0, 1)[None].float() / 255
-    panels = [mmcv.imresize(lr, gt.shape[1::-1], interpolation='bicubic')]
+    panels = {
+        'bicubic': mmcv.imresize(lr, gt.shape[1::-1], interpolation='bicubic')
+    }
     with torch.no_grad():
-        for model in models.values():
+        for label, model in models.items():
             sr = model(x)[0].clamp(0, 1).permute(1, 2, 0).numpy()
-            panels.append((sr * 255).round().astype(np.uint8))
-    panels.append(gt)
+            panels[label] = (sr * 255).round().astype(np.uint8)
     y, x0, size = 60, 180, 160  # the face
-    crops = [mmcv.imrescale(mod_crop(p, 1)[y:y + size, x0:x0 + size], 2,
-                            interpolation='nearest')
-             for p in panels]
+    crops = []
+    for label, panel in list(panels.items()) + [('ground truth', gt)]:
+        crop = mmcv.imrescale(mod_crop(panel, 1)[y:y + size, x0:x0 + size],
+                              2, interpolation='nearest')
+        if label != 'ground truth':
+            value = psnr(panel, gt, SCALE, convert_to='Y',
+                         channel_order='rgb')
+            label = f'{label}: {value:.2f} dB'
+        crops.append(labelled(crop, label))
     gap = np.full((crops[0].shape[0], 6, 3), 255, np.uint8)
     row = np.concatenate(sum([[c, gap] for c in crops], [])[:-1], 1)
     mmcv.imwrite(row[..., ::-1], out_png)
@@ -220,8 +239,9 @@ def main(argv=None) -> int:
     metrics['bicubic'] = tuple(bicubic_metrics(test_root))
 
     log('measuring params, FLOPs and CPU latency (3x128x128 input)')
-    models, cost = complexity({'regular': regular_config, 'ghost': ghost_config},
-                              (regular_ckpt, ghost_ckpt))
+    models, cost = complexity(
+        {'regular': regular_config, 'ghost': ghost_config},
+        (regular_ckpt, ghost_ckpt))
     png = osp.join(out, 'side_by_side.png')
     side_by_side(models, test_root, png)
 

@@ -1,6 +1,7 @@
 """Turn a trained ghost generator into its inference graph, and optionally
-export ONNX in which the shift is made of standard ONNX operators (so
-onnxruntime runs it without this project's extension).
+export ONNX in which the shift is made of standard ONNX operators (slices,
+pads and a concat, so onnxruntime runs it as copies, without this project's
+extension).
 
     python tools/deploy.py CONFIG CHECKPOINT OUT [--onnx OUT.onnx]
         [--verify-image IMAGE] [--force]
@@ -24,7 +25,6 @@ from ghostsr_mm.apis import build_generator, load_generator  # noqa: E402
 from ghostsr_mm.checkpoint import save_generator  # noqa: E402
 from ghostsr_mm.cli import UserError, run_tool  # noqa: E402
 from ghostsr_mm.models.layers import convert_to_inference  # noqa: E402
-from ghostsr_mm.ops import reference_mode  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -41,10 +41,11 @@ def parse_args(argv=None):
 
 
 def export_onnx(model: torch.nn.Module, path: str, opset: int = 17) -> None:
-    """Export with the shift as standard ONNX ops (gathers and a mask);
-    height and width stay dynamic."""
+    """Export with the shift as slices, zero pads and a concat with constant
+    bounds (ONNX Slice, Pad, Concat; see ghostsr_mm/ops/static.py), so that
+    ONNX Runtime runs it as copies; height and width stay dynamic."""
     dummy = torch.rand(1, 3, 32, 32)
-    with reference_mode(), torch.no_grad():
+    with torch.no_grad():
         torch.onnx.export(
             model,
             (dummy, ),

@@ -797,3 +797,28 @@ def test_cuda_autocast():
     torch.testing.assert_close(
         out.float(), ghost_shift(conv(x), src, offsets), atol=1e-2,
         rtol=1e-2)
+
+
+# --------------------------------------------------------------------------
+# The static form (ONNX export of deployed models).
+# --------------------------------------------------------------------------
+@pytest.mark.parametrize('mapping', ['by_order', 'clustered', 'far'])
+def test_static_shift_equals_reference(mapping):
+    from ghostsr_mm.ops import ghost_shift_static
+    x = torch.randn(2, 6, 7, 9)
+    if mapping == 'by_order':  # two runs: intrinsic, then shifted ghosts
+        src = torch.tensor([0, 1, 2, 3, 4, 5, 0, 1, 2, 3, 4, 5])
+        offsets = torch.tensor([[0, 0]] * 6 + [[1, -1]] * 6)
+    elif mapping == 'clustered':  # sources out of order: the gather form
+        src = torch.tensor([3, 0, 5, 1, 0, 4, 2, 2, 5, 3, 1, 4])
+        offsets = torch.tensor([[0, 0], [0, 0], [-1, 1], [0, 0], [-1, 1],
+                                [0, 0], [0, 0], [-1, 1], [0, 0], [-1, 1],
+                                [0, 0], [0, 0]])
+    else:  # shifts as large as the image
+        src = torch.tensor([0, 1, 2, 3])
+        offsets = torch.tensor([[7, 0], [0, -9], [-3, 4], [6, 8]])
+    residual = torch.randn(2, src.numel(), 7, 9)
+    for args in ((), (residual, 0.5, True)):
+        torch.testing.assert_close(
+            ghost_shift_static(x, src, offsets, *args),
+            ghost_shift_reference(x, src, offsets, *args))

@@ -80,3 +80,40 @@ def test_bench_models_end_to_end(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert (f"| carn_m x2 | 3x128x128 | 0.26 / 0.21 | "
             f"{row['flops_ratio']:.3f} |") in printed
+
+
+@pytest.mark.slow
+def test_bench_onnx_end_to_end(tmp_path, capsys):
+    bench = load_script('bench_onnx')
+    bench.main(['--models', 'carn_m', '--size', '24', '--repeats', '1',
+                '--min-seconds', '0', '--out-dir', str(tmp_path)])
+    result = json.loads((tmp_path / 'onnx_cpu.json').read_text())
+    (row, ) = result['rows']
+    assert row['model'] == 'carn_m x2' and result['shift'] == [1, 0]
+    t = row['latency_s']
+    assert set(t) == {'ort_regular', 'ort_ghost', 'torch_regular',
+                      'torch_ghost'} and all(v > 0 for v in t.values())
+    printed = capsys.readouterr().out
+    assert (f"| carn_m x2 | 3x24x24 | {t['ort_regular'] * 1e3:.1f} / "
+            f"{t['ort_ghost'] * 1e3:.1f} | {row['ort_ratio']:.3f} (") \
+        in printed
+
+
+@pytest.mark.slow
+def test_bench_tiled_end_to_end(tmp_path, capsys):
+    """Tiles with the receptive-field overlap agree with the whole image
+    on a real photo, and both runs report time and memory."""
+    import mmcv
+    from skimage import data
+    photo = str(tmp_path / 'photo.png')
+    mmcv.imwrite(data.astronaut()[::4, ::4, ::-1], photo)  # 128x128
+    bench = load_script('bench_tiled')
+    bench.main(['--image', photo, '--models', 'carn_m', '--tile', '100',
+                '--out-dir', str(tmp_path)])
+    result = json.loads((tmp_path / 'tiled_cpu.json').read_text())
+    assert [r['variant'] for r in result['rows']] == ['regular', 'ghost']
+    for r in result['rows']:
+        assert r['max_difference'] < 1e-4
+        assert r['whole']['shape'] == [1, 3, 128, 128]
+        assert r['tiled']['seconds'] > 0 and r['whole']['seconds'] > 0
+    assert '| carn_m x2 ghost |' in capsys.readouterr().out

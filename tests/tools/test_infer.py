@@ -128,3 +128,57 @@ def test_bad_arguments_are_refused_before_work(setup, capsys):
                         root / 'z.png', capsys=capsys)
     assert status == 1 and 'does not match the model GhostEDSRNet' in cap.err
     assert not (root / 'x.png').exists() and not (root / 'z.png').exists()
+
+
+@pytest.mark.slow
+def test_mmagic_inferencer_gives_the_cli_output(tmp_path, setup, capsys):
+    """MMagic's own inferencer, imported from the lock with no stub of
+    ours in the test, runs a ghost config and checkpoint and writes the
+    image tools/infer.py writes (one whole-image pass each)."""
+    from mmagic.apis import MMagicInferencer
+
+    from ghostsr_mm.apis import write_data_config
+    from helpers import make_sr_data
+    root = setup
+    data = make_sr_data(str(tmp_path / 'data'), num=1, size=32)
+    cfg = write_data_config(
+        str(tmp_path / 'full.py'),
+        osp.join(osp.dirname(osp.dirname(osp.dirname(osp.abspath(
+            __file__)))), 'configs/ghostsr/_base_/sisr_paper_x2.py'),
+        data, 2, overrides=dict(model=dict(generator=GHOST)))
+    ckpt = str(root / 'deployed.pth')
+    fixed_cfg = write_data_config(
+        str(tmp_path / 'fixed.py'), cfg, data, 2,
+        overrides=dict(model=dict(generator=dict(cheap_op='fixed'))))
+    image = str(root / 'images/rgb.png')
+    inferencer = MMagicInferencer(model_name='edsr', model_config=fixed_cfg,
+                                  model_ckpt=ckpt)
+    ours = tmp_path / 'ours.png'
+    theirs = tmp_path / 'theirs.png'
+    inferencer.infer(img=image, result_out_dir=str(theirs))
+    assert infer(cfg, ckpt, image, ours, '--tile', '64',
+                 capsys=capsys)[0] == 0
+    a = mmcv.imread(str(ours)).astype(int)
+    b = mmcv.imread(str(theirs)).astype(int)
+    assert a.shape == b.shape == (74, 106, 3)
+    assert np.abs(a - b).max() <= 1
+
+
+def test_onnxruntime_backend_matches_pytorch(setup, tmp_path, capsys):
+    root = setup
+    onnx_path = tmp_path / 'model.onnx'
+    assert run_tool(load_tool('tools/deploy.py').main, [
+        str(root / 'ghost.py'), str(root / 'train.pth'),
+        str(tmp_path / 'deployed.pth'), '--onnx', str(onnx_path)
+    ]) == 0
+    image = root / 'images/rgb.png'
+    ours, theirs = tmp_path / 'torch.png', tmp_path / 'ort.png'
+    assert infer(root / 'ghost.py', root / 'train.pth', image, ours,
+                 capsys=capsys)[0] == 0
+    status, cap = infer(root / 'ghost.py', onnx_path, image, theirs,
+                        '--backend', 'onnxruntime', '--tile', '64',
+                        capsys=capsys)
+    assert status == 0, cap.err
+    a = mmcv.imread(str(ours)).astype(int)
+    b = mmcv.imread(str(theirs)).astype(int)
+    assert a.shape == b.shape and np.abs(a - b).max() <= 1
