@@ -2,7 +2,7 @@
 memory and the largest difference, for a regular and a ghost model.
 
     python benchmarks/bench_tiled.py [--image PATH] [--models edsr_c64b16]
-        [--tile 256] [--batch-size 4] [--threads 2]
+        [--tile 512] [--batch-size 1] [--threads 2]
         [--out-dir benchmarks/results] [--overwrite]
 
 The default photo is scikit-image's retina.jpg (1411x1411, a real fundus
@@ -32,8 +32,8 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--image', help='default: scikit-image retina.jpg')
     parser.add_argument('--models', nargs='+', default=['edsr_c64b16'])
-    parser.add_argument('--tile', type=int, default=256)
-    parser.add_argument('--batch-size', type=int, default=4)
+    parser.add_argument('--tile', type=int, default=512)
+    parser.add_argument('--batch-size', type=int, default=1)
     parser.add_argument('--threads', type=int, default=2)
     parser.add_argument('--out-dir',
                         default=osp.join(ROOT, 'benchmarks', 'results'))
@@ -62,6 +62,7 @@ def child(kind, variant, mode, out, args):
     from ghostsr_mm.apis import receptive_radius, tiled_inference
     from ghostsr_mm.models.layers import ghost_layers
     torch.set_num_threads(args.threads)
+    torch.manual_seed(0)  # the same weights in every process
     model = build(kind, 2, variant)
     for _, layer in ghost_layers(model):
         layer.offsets[layer.ghost_channels] = torch.tensor([1, 0])

@@ -1,6 +1,6 @@
 """Super-resolve images of any size with a trained model.
 
-    python tools/infer.py CONFIG CHECKPOINT INPUT OUTPUT [--tile 256]
+    python tools/infer.py CONFIG CHECKPOINT INPUT OUTPUT [--tile 512]
         [--tile-overlap N] [--batch-size 4] [--device cpu|cuda]
         [--fp16 | --bf16] [--backend pytorch|onnxruntime] [--force]
         [--debug]
@@ -42,7 +42,7 @@ def parse_args(argv=None):
     parser.add_argument('input', help='image, folder or glob pattern')
     parser.add_argument('output', help='image (one input) or folder')
     parser.add_argument('--tile', type=int, default=None,
-                        help='tile size in LR pixels (default: 256, or 4x '
+                        help='tile size in LR pixels (default: 512, or 4x '
                         'the overlap if that is larger)')
     parser.add_argument('--tile-overlap', type=int, default=None,
                         help='margin kept from inner tile edges (default: '
@@ -118,7 +118,7 @@ def main(argv=None) -> int:
         overlap = args.tile_overlap
         if overlap is None:
             overlap = receptive_radius(model)
-    tile = args.tile or max(256, 4 * overlap)
+    tile = args.tile or max(512, 4 * overlap)
     if tile <= 2 * overlap:
         what = '' if args.tile_overlap else ', the receptive-field radius'
         raise UserError(f'--tile {tile} must be larger than twice the '
