@@ -139,11 +139,14 @@ def _check_hooks(cfg: Config, model) -> None:
             built.check_model(model)
 
 
-def check_config(cfg: Config, phases: Sequence[str]) -> None:
+def check_config(cfg: Config, phases: Sequence[str]):
     """Check, before a Runner is built (it writes the work dir), that the
     model builds with the config's arguments, that the data of ``phases``
     is present and sound, and that the custom hooks build and accept their
     inputs (e.g. GhostClusterInitHook's checkpoint).
+
+    Returns:
+        nn.Module: The model the config builds.
 
     Raises:
         UserError: Naming the config entry and what was expected.
@@ -159,6 +162,7 @@ def check_config(cfg: Config, phases: Sequence[str]) -> None:
         raise UserError(f'model: {err}') from err
     check_config_data(cfg, phases)
     _check_hooks(cfg, model)
+    return model
 
 
 def check_resume_checkpoint(cfg: Config) -> None:

@@ -17,7 +17,8 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 import ghostsr_mm  # noqa: E402,F401  (compat fixes before MMagic loads)
 from mmengine.runner import Runner  # noqa: E402
 
-from ghostsr_mm.apis import build_generator, load_generator  # noqa: E402
+from ghostsr_mm.checkpoint import (check_state_matches,  # noqa: E402
+                                   load_generator_state)
 from ghostsr_mm.cli import (add_runner_args, check_config,  # noqa: E402
                             load_config, parse_runner_args, run_tool)
 
@@ -38,9 +39,11 @@ def main(argv=None) -> int:
     if args.out and osp.exists(args.out):
         raise FileExistsError(f'{args.out} exists; remove it or choose '
                               'another --out')
-    check_config(cfg, ('test', ))
+    model = check_config(cfg, ('test', ))
     # Wrong weights would give wrong numbers: refuse them first.
-    load_generator(build_generator(cfg), args.checkpoint)
+    check_state_matches(getattr(model, 'generator', model),
+                        load_generator_state(args.checkpoint),
+                        args.checkpoint)
     cfg.load_from = args.checkpoint
     if args.out:
         cfg.custom_hooks = list(cfg.get('custom_hooks', [])) + [

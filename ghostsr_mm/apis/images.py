@@ -21,11 +21,12 @@ from typing import List, Optional
 import mmcv
 import numpy as np
 
+from ghostsr_mm.datasets.prepare import IMG_EXTENSIONS as IMAGE_EXTENSIONS
+
 __all__ = [
     'IMAGE_EXTENSIONS', 'SRImage', 'list_images', 'read_image', 'write_image'
 ]
 
-IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff')
 _EIGHT_BIT_FORMATS = ('.jpg', '.jpeg', '.bmp')
 
 
