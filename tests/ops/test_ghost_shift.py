@@ -822,3 +822,89 @@ def test_static_shift_equals_reference(mapping):
         torch.testing.assert_close(
             ghost_shift_static(x, src, offsets, *args),
             ghost_shift_reference(x, src, offsets, *args))
+
+
+# --------------------------------------------------------------------------
+# CUDA against the CPU kernel, on the same inputs, over the CPU tests' grid.
+# --------------------------------------------------------------------------
+@requires_cuda
+@requires_ext
+@pytest.mark.parametrize('dtype', list(TOL))
+@pytest.mark.parametrize('layout', ['contiguous', 'channels_last',
+                                    'transposed'])
+@pytest.mark.parametrize('with_residual, scale, relu', EPILOGUES)
+@pytest.mark.parametrize('into', [None, 'nchw_slice', 'nhwc_slice'])
+def test_cuda_equals_cpu_over_the_grid(dtype, layout, with_residual, scale,
+                                       relu, into):
+    x, src, offsets = sample(n=3, ci=4, h=17, w=33, dtype=dtype)
+    x = dict(layouts(x))[layout]
+    residual = (torch.randn(3, 8, 17, 33, dtype=torch.float64).to(dtype)
+                if with_residual else None)
+    expected = ghost_shift(x, src, offsets, residual, scale, relu)
+    cuda = dict(input=x.cuda(), src=src.cuda(), offsets=offsets.cuda(),
+                residual=None if residual is None else residual.cuda())
+    if into is None:
+        got = ghost_shift(cuda['input'], cuda['src'], cuda['offsets'],
+                          cuda['residual'], scale, relu)
+    else:
+        buf = concat_buffer(into == 'nhwc_slice', n=3, h=17, w=33,
+                            dtype=dtype)[0].cuda()
+        got = ghost_shift(cuda['input'], cuda['src'], cuda['offsets'],
+                          cuda['residual'], scale, relu, out=buf[:, 3:11])
+        assert buf[:, :3].isnan().all() and buf[:, 11:].isnan().all()
+    torch.testing.assert_close(got.cpu(), expected, **TOL[dtype])
+    grad = torch.randn(3, 8, 17, 33, dtype=torch.float64).to(dtype)
+    grad = dict(layouts(grad))[layout]
+    torch.testing.assert_close(
+        ops.ghost_shift_backward(grad.cuda(), cuda['src'], cuda['offsets'],
+                                 4).cpu(),
+        ops.ghost_shift_backward(grad, src, offsets, 4), **TOL[dtype])
+    channels = torch.tensor([4, 5, 6, 7])
+    w_cpu = ops.ghost_shift_weight_grad(grad, x, src, channels, 1)
+    w_cuda = ops.ghost_shift_weight_grad(grad.cuda(), cuda['input'],
+                                         cuda['src'], channels.cuda(), 1)
+    assert w_cuda.dtype == w_cpu.dtype == torch.promote_types(
+        dtype, torch.float32)
+    scale_ = w_cpu.abs().max().item()
+    torch.testing.assert_close(w_cuda.cpu(), w_cpu,
+                               atol=TOL[dtype]['atol'] * scale_ * 10,
+                               rtol=TOL[dtype]['rtol'])
+
+
+@requires_cuda
+@requires_ext
+def test_cuda_empty_tensors_and_bad_src_keep_the_context():
+    """Empty inputs give empty outputs; an out-of-range src is refused on
+    the host with the CPU's error (a device-side assert would leave the
+    CUDA context unusable), and the GPU still works afterwards."""
+    x, src, offsets = sample(device='cuda')
+    empty = x[:0]
+    assert ghost_shift(empty, src, offsets).shape == (0, 8, 5, 6)
+    cpu_err = raised(ops.ghost_shift, x.cpu(), src.cpu() + 4, offsets.cpu())
+    cuda_err = raised(ops.ghost_shift, x, src + 4, offsets)
+    assert_same_error(cuda_err, cpu_err)
+    cuda_err = raised(ops.ghost_shift_backward, torch.randn(
+        2, 8, 5, 6, device='cuda'), src + 4, offsets, 4)
+    assert type(cuda_err) is ValueError and 'src' in str(cuda_err)
+    torch.testing.assert_close(
+        ghost_shift(x, src, offsets).cpu(),
+        ghost_shift(x.cpu(), src.cpu(), offsets.cpu()))
+
+
+@requires_cuda
+@requires_ext
+def test_cuda_backward_needs_no_host_sync():
+    """The backward's channel map is built on the device: the op runs while
+    a CUDA graph is captured (a host sync would fail the capture)."""
+    x, src, offsets = sample(device='cuda')
+    grad = torch.randn(2, 8, 5, 6, device='cuda')
+    ops.ghost_shift_backward(grad, src, offsets, 4)  # warm-up
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = ops.ghost_shift_backward(grad, src, offsets, 4)
+    graph.replay()
+    torch.cuda.synchronize()
+    torch.testing.assert_close(
+        out.cpu(), ops.ghost_shift_backward(grad.cpu(), src.cpu(),
+                                            offsets.cpu(), 4))
