@@ -232,3 +232,27 @@ def test_missing_files_are_one_line(tmp_path, data, capsys):
                        '--no-latency', capsys=capsys)
     assert status == 1 and 'config file' in one_error_line(err)
     assert 'no.py not found' in err
+
+
+def test_shift_oracle_tool(tmp_path, data, capsys):
+    cfg = tiny_config(tmp_path, data, dict(type='GhostEDSRNet', **EDSR))
+    ckpt = tmp_path / 'ghost.pth'
+    save_generator(MODELS.build(dict(type='GhostEDSRNet', **EDSR)),
+                   str(ckpt))
+    out = tmp_path / 'oracle.json'
+    status = run_tool(load_tool('tools/analysis/shift_oracle.py').main,
+                      [cfg, str(ckpt), data, '--out', str(out)])
+    printed = capsys.readouterr()
+    assert status == 0, printed.err
+    import json
+    layers = json.loads(out.read_text())
+    assert [r['layer'] for r in layers] == [
+        'body.0.conv1', 'body.0.conv2', 'conv_after_body'
+    ]
+    assert all(len(r['losses']) == 9 for r in layers)
+    hits = sum(r['learned'] == r['best'] for r in layers)
+    assert f'{hits} of 3 layers learned their best offset (2 validation ' \
+        'images)' in printed.out
+    status = run_tool(load_tool('tools/analysis/shift_oracle.py').main,
+                      [cfg, str(ckpt), data, '--out', str(out)])
+    assert status == 1 and 'pass --force' in capsys.readouterr().err
