@@ -71,15 +71,21 @@ def _four(shape) -> str:
     return '(' + ', '.join(str(s) for s in shape) + ')'
 
 
+def _check_like_input(t: Tensor, name: str, input: Tensor) -> None:
+    """``t`` (the residual or the output) has the dtype and device of
+    ``input``."""
+    if t.dtype != input.dtype:
+        raise ValueError(f'ghost_shift: `{name}` must have the dtype of '
+                         f'`input` ({aten_name(input.dtype)}), got '
+                         f'{aten_name(t.dtype)}')
+    if t.device != input.device:
+        raise ValueError(f'ghost_shift: `{name}` must be on the same device '
+                         f'as `input` ({input.device}), got {t.device}')
+
+
 def check_residual(residual: Tensor, input: Tensor, out_channels: int):
     check_feature(residual, 'residual')
-    if residual.dtype != input.dtype:
-        raise ValueError('ghost_shift: `residual` must have the dtype of '
-                         f'`input` ({aten_name(input.dtype)}), got '
-                         f'{aten_name(residual.dtype)}')
-    if residual.device != input.device:
-        raise ValueError('ghost_shift: `residual` must be on the same device '
-                         f'as `input` ({input.device}), got {residual.device}')
+    _check_like_input(residual, 'residual', input)
     n, _, h, w = input.shape
     check_residual_shape(residual, (n, out_channels, h, w))
 
@@ -95,13 +101,7 @@ def check_out(out: Tensor, like: Tensor, shape) -> None:
     """``out`` of the shape ``shape`` and with the dtype and device of
     ``like``, one memory place per element."""
     check_feature(out, 'out')
-    if out.dtype != like.dtype:
-        raise ValueError('ghost_shift: `out` must have the dtype of `input` '
-                         f'({aten_name(like.dtype)}), got '
-                         f'{aten_name(out.dtype)}')
-    if out.device != like.device:
-        raise ValueError('ghost_shift: `out` must be on the same device as '
-                         f'`input` ({like.device}), got {out.device}')
+    _check_like_input(out, 'out', like)
     if tuple(out.shape) != tuple(shape):
         raise ValueError(f'ghost_shift: `out` must have shape {_four(shape)}, '
                          f'got {shape_str(out.shape)}')
