@@ -10,6 +10,7 @@ import os
 import os.path as osp
 import re
 import sys
+import warnings
 from typing import Callable, Optional, Sequence
 
 import torch
@@ -163,6 +164,27 @@ def check_config(cfg: Config, phases: Sequence[str]):
     check_config_data(cfg, phases)
     _check_hooks(cfg, model)
     return model
+
+
+def ensure_gumbel_annealing(cfg: Config, model) -> None:
+    """A model with learnable shifts trains with GumbelAnnealHook (Eq. 3's
+    decaying noise): add it, with a warning, when the config has none."""
+    from ghostsr_mm.models.layers import ghost_layers
+    if not any(layer.cheap_op == 'learnable'
+               for _, layer in ghost_layers(model)):
+        return
+    hooks = list(cfg.get('custom_hooks', None) or [])
+    if any(isinstance(h, dict) and h.get('type') == 'GumbelAnnealHook'
+           for h in hooks):
+        return
+    hooks.append(dict(type='GumbelAnnealHook'))
+    cfg.custom_hooks = hooks
+    warnings.warn(
+        'The model learns ghost shifts but custom_hooks has no '
+        'GumbelAnnealHook, so nothing would decay the Gumbel noise (GhostSR '
+        'Eq. 3); added GumbelAnnealHook() (one Gumbel epoch = one pass '
+        'over the training set). Put it in custom_hooks to choose its '
+        'arguments.')
 
 
 def check_resume_checkpoint(cfg: Config) -> None:

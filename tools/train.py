@@ -7,7 +7,8 @@
 The config is checked before the Runner writes anything (the model and the
 custom hooks build with its arguments, the data is present and sound, and
 with --resume the checkpoint to resume from is readable); an error is one
-line naming what is wrong (--debug: with the traceback).
+line naming what is wrong (--debug: with the traceback). A model with
+learnable ghost shifts gets GumbelAnnealHook when the config has none.
 """
 import argparse
 import os.path as osp
@@ -19,7 +20,8 @@ from mmengine.logging import print_log  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 from ghostsr_mm.cli import (add_runner_args, check_config,  # noqa: E402
-                            check_resume_checkpoint, enable_amp, load_config,
+                            check_resume_checkpoint, enable_amp,
+                            ensure_gumbel_annealing, load_config,
                             parse_runner_args, run_tool)
 
 
@@ -40,7 +42,8 @@ def main(argv=None) -> int:
     cfg = load_config(args)
     if args.amp:
         enable_amp(cfg)
-    check_config(cfg, ('train', 'val'))
+    model = check_config(cfg, ('train', 'val'))
+    ensure_gumbel_annealing(cfg, model)
     if args.resume:
         cfg.resume = True
         check_resume_checkpoint(cfg)

@@ -78,8 +78,8 @@ def sr_data_config(base: Union[str, Config],
         base (str | Config): The config to start from, e.g. one of
             configs/ghostsr or ``mmagic::edsr/...``.
         data_root (str): Folder with ``gt_dir`` and ``lr_dir``.
-        iters (int): Training iterations; a cosine schedule's ``T_max``
-            follows them.
+        iters (int): Training iterations; the LR schedule is stretched to
+            them (:func:`fit_schedule`).
         val_root (str, optional): Folder (same layout) to validate and test
             on. Default: ``data_root``.
         overrides (dict, optional): Merged last (``Config.merge_from_dict``),
@@ -112,16 +112,38 @@ def sr_data_config(base: Union[str, Config],
     cfg.test_evaluator = [_as_list(cfg.test_evaluator)[0]]
     cfg.test_cfg = dict(type='MultiTestLoop')
     cfg.val_cfg = dict(type='MultiValLoop')
+    old_iters = cfg.train_cfg.get('max_iters') or cfg.get('max_iters')
     cfg.max_iters = iters
     cfg.train_cfg.update(max_iters=iters, val_interval=iters)
     cfg.default_hooks.logger = dict(
         type='LoggerHook', interval=max(1, iters // 10))
     cfg.default_hooks.checkpoint.update(interval=iters, out_dir=None)
-    if 'T_max' in cfg.get('param_scheduler', {}):
-        cfg.param_scheduler.T_max = iters
+    if old_iters and 'param_scheduler' in cfg:
+        fit_schedule(cfg.param_scheduler, old_iters, iters)
     if overrides:
         cfg.merge_from_dict(overrides)
     return cfg
+
+
+def fit_schedule(schedulers, old_iters: int, iters: int) -> None:
+    """Stretch iteration-based LR schedulers (a dict or a list of them)
+    written for ``old_iters`` iterations to ``iters``, in place: a cosine
+    ``T_max`` spans the new training, ``milestones``, ``begin`` and ``end``
+    keep their share of it."""
+    ratio = iters / old_iters
+    for sched in _as_list(schedulers):
+        if sched.get('by_epoch', True) is not False:
+            continue
+        for key in ('begin', 'end'):
+            if key in sched:
+                sched[key] = min(iters, round(sched[key] * ratio))
+        if 'milestones' in sched:
+            sched['milestones'] = [
+                max(1, round(m * ratio)) for m in sched['milestones']
+            ]
+        if 'T_max' in sched:
+            sched['T_max'] = max(
+                1, sched.get('end', iters) - sched.get('begin', 0))
 
 
 def write_data_config(path: str, base: Union[str, Config], data_root: str,

@@ -53,9 +53,14 @@ def _layer_offset(layer: GhostConv2d) -> Tuple[int, int]:
 def shift_oracle(model: nn.Module,
                  batches: Sequence[Tuple[Tensor, Tensor]],
                  loss: Callable[[Tensor, Tensor], Tensor] = (
-                     lambda sr, gt: (sr - gt).abs().mean())
-                 ) -> List[LayerOracle]:
+                     lambda sr, gt: (sr - gt).abs().mean()),
+                 choose: bool = False) -> List[LayerOracle]:
     """Try every candidate offset of every ghost layer of ``model``.
+
+    With ``choose=True`` each layer keeps its best offset before the next
+    layer is tried (a greedy pass in network order), so the model leaves
+    with offsets chosen on the validation loss; as every layer's current
+    offset is a candidate, that loss never rises.
 
     Args:
         model (nn.Module): A ghost model in its inference graph (fixed
@@ -64,6 +69,8 @@ def shift_oracle(model: nn.Module,
         batches (Sequence[tuple[Tensor, Tensor]]): (LR, GT) validation
             batches.
         loss (callable): Validation loss of (SR, GT). Default: L1.
+        choose (bool): Keep each layer's best offset. Default: False (the
+            model is left as it came).
 
     Returns:
         list[LayerOracle]: One per ghost layer, in network order.
@@ -97,7 +104,10 @@ def shift_oracle(model: nn.Module,
                         [dy, dx], device=layer.offsets.device)
                     losses[(dy, dx)] = evaluate()
         finally:
+            kept = learned
+            if choose and len(losses) == (2 * d + 1)**2:
+                kept = min(losses, key=losses.get)
             layer.offsets[layer.ghost_channels] = torch.tensor(
-                learned, device=layer.offsets.device)
+                kept, device=layer.offsets.device)
         results.append(LayerOracle(name, learned, losses))
     return results

@@ -146,3 +146,42 @@ def test_anneal_hook_rejects_bad_arguments():
         HOOKS.build(dict(type='GumbelAnnealHook', interval=0))
     with pytest.raises(ValueError, match='tau.*> 0'):
         HOOKS.build(dict(type='GumbelAnnealHook', tau=0))
+
+
+def test_anneal_hook_rejects_interval_with_epochs():
+    with pytest.raises(ValueError, match='`interval` or `epochs`, not both'):
+        HOOKS.build(dict(type='GumbelAnnealHook', interval=2, epochs=3))
+    with pytest.raises(ValueError, match='`epochs` must be an int >= 1'):
+        HOOKS.build(dict(type='GumbelAnnealHook', epochs=0))
+
+
+@pytest.mark.slow
+def test_anneal_hook_epochs_spread_over_training_and_warns(tmp_path,
+                                                           data_root):
+    """`epochs=3` over 9 iterations: t = it // 3 + 1 (not one pass over the
+    data, 2 iterations); the default schedule over 9 iterations ends at
+    t = 5, noise 0.97^4 = 0.885 > 0.1, which is logged as a warning."""
+    cfg = tiny_sr_config(str(tmp_path), data_root, generator=GHOST, iters=9)
+    cfg.custom_hooks = [
+        dict(type='GumbelAnnealHook', epochs=3),
+        dict(type='ProbeHook')
+    ]
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    assert [(it, t) for it, t, _ in probe(runner).scales] == [
+        (it, it // 3 + 1) for it in range(9)]
+    log = open(osp.join(runner.log_dir, f'{runner.timestamp}.log')).read()
+    assert '3 Gumbel epochs of 3 iterations; noise scale a^(t-1) from 1 ' \
+        'to 0.941' in log
+    assert 'WARNING - GumbelAnnealHook: the Gumbel noise will still be at ' \
+        '0.941 of its full strength' in log
+
+    cfg = tiny_sr_config(str(tmp_path / 'b'), data_root, generator=GHOST,
+                         iters=9)
+    cfg.custom_hooks = [dict(type='GumbelAnnealHook', warn_noise=0.95)]
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    log = open(osp.join(runner.log_dir, f'{runner.timestamp}.log')).read()
+    assert '5 Gumbel epochs of 2 iterations; noise scale a^(t-1) from 1 ' \
+        'to 0.885' in log
+    assert 'will still be at' not in log

@@ -42,3 +42,24 @@ def test_oracle_refuses_learnable_layers():
     with pytest.raises(ValueError, match='inference graph'):
         shift_oracle(model, [(torch.rand(1, 3, 8, 8),
                               torch.rand(1, 3, 16, 16))])
+
+
+def test_oracle_choose_keeps_each_layers_best_offset():
+    """choose=True: the moved layer ends at (1, -1), which reproduces the
+    targets exactly; layers whose best is their own offset keep it."""
+    torch.manual_seed(0)
+    model = convert_to_inference(MODELS.build(GHOST))
+    target = dict(ghost_layers(model))['body.0.conv2']
+    x = torch.rand(2, 3, 12, 14)
+    target.offsets[target.ghost_channels] = torch.tensor([1, -1])
+    with torch.no_grad():
+        batches = [(x, model(x))]
+    target.offsets[target.ghost_channels] = torch.tensor([0, 0])
+    results = shift_oracle(model, batches, choose=True)
+    assert [r.learned for r in results] == [(0, 0)] * 3
+    chosen = {name: tuple(layer.offsets[layer.ghost_channels][0].tolist())
+              for name, layer in ghost_layers(model)}
+    assert chosen == {r.name: r.best for r in results}
+    assert chosen['body.0.conv2'] == (1, -1)
+    with torch.no_grad():
+        assert torch.equal(model(x), batches[0][1])

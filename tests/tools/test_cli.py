@@ -3,6 +3,7 @@ what is wrong, exit status 1, and nothing written (run in-process through
 the same ``run_tool`` wrapper as the command line)."""
 import importlib.util
 import os.path as osp
+import warnings
 
 import pytest
 import torch
@@ -256,3 +257,55 @@ def test_shift_oracle_tool(tmp_path, data, capsys):
     status = run_tool(load_tool('tools/analysis/shift_oracle.py').main,
                       [cfg, str(ckpt), data, '--out', str(out)])
     assert status == 1 and 'pass --force' in capsys.readouterr().err
+    # --save-chosen: a deployed checkpoint holding, for every layer, the
+    # best offset of the greedy pass that --out reports.
+    chosen = tmp_path / 'chosen.pth'
+    status = run_tool(load_tool('tools/analysis/shift_oracle.py').main,
+                      [cfg, str(ckpt), data, '--out', str(out), '--force',
+                       '--save-chosen', str(chosen)])
+    assert status == 0, capsys.readouterr().err
+    from ghostsr_mm.apis import load_sr_model
+    state = torch.load(chosen, weights_only=True)['state_dict']
+    assert any(k.endswith('.offsets') for k in state)
+    layers = dict(load_sr_model(cfg, str(chosen)).ghost_layers())
+    for r in json.loads(out.read_text()):
+        layer = layers[r['layer']]
+        assert (layer.offsets[layer.ghost_channels] == torch.tensor(
+            r['best'])).all(), r['layer']
+
+
+def test_train_adds_the_anneal_hook_to_a_learnable_ghost_config(
+        tmp_path, data, capsys):
+    """A ghost backbone swapped into a config without GumbelAnnealHook
+    still gets its noise decayed (and the user is told); a regular or a
+    copy-mode model gets no hook."""
+    from mmengine.config import Config
+
+    from ghostsr_mm.cli import ensure_gumbel_annealing
+    cases = [(dict(type='GhostEDSRNet', **EDSR), True),
+             (dict(type='GhostEDSRNet', cheap_op='copy', **EDSR), False),
+             (dict(type='EDSRNet', **EDSR), False)]
+    for generator, added in cases:
+        cfg = Config.fromfile(tiny_config(tmp_path, data, generator))
+        hooks = list(cfg.custom_hooks)
+        assert all(h['type'] != 'GumbelAnnealHook' for h in hooks)
+        model = MODELS.build(cfg.model)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter('always')
+            ensure_gumbel_annealing(cfg, model)
+        assert any('added GumbelAnnealHook()' in str(w.message)
+                   for w in caught) == added
+        expected = hooks + [dict(type='GumbelAnnealHook')] if added else hooks
+        assert list(cfg.custom_hooks) == expected, generator['type']
+        # A hook already there is kept as the user wrote it.
+        ensure_gumbel_annealing(cfg, model)
+        assert list(cfg.custom_hooks) == expected
+    cfg = Config.fromfile(tiny_config(tmp_path, data,
+                                      dict(type='GhostEDSRNet', **EDSR)))
+    work = tmp_path / 'work'
+    with pytest.warns(UserWarning, match='added GumbelAnnealHook'):
+        status = run_tool(load_tool('tools/train.py').main,
+                          [cfg.filename, '--work-dir', str(work)])
+    assert status == 0, capsys.readouterr().err
+    log = ''.join(p.read_text() for p in work.rglob('*.log'))
+    assert 'GumbelAnnealHook: 2 Gumbel epochs of 1 iterations' in log

@@ -2,7 +2,8 @@
 
     python tools/analysis/shift_oracle.py CONFIG CHECKPOINT DATA_ROOT
         [--lr-dir LR_bicubic/X2] [--gt-dir HR] [--max-images 16]
-        [--out oracle.json] [--force] [--debug]
+        [--out oracle.json] [--save-chosen deployed.pth] [--force]
+        [--debug]
 
 For every ghost layer of the model (CONFIG, CHECKPOINT; a training or a
 deployed checkpoint) and every candidate offset of its window, the mean L1
@@ -10,7 +11,11 @@ loss on the image pairs in DATA_ROOT (LR in --lr-dir, GT in --gt-dir, the
 same file names: a validation split of the training photos, never the test
 photos), the other layers held at their learned offsets. Prints one line per
 layer (learned offset, best offset, their losses) and how many layers
-learned their best; --out writes every loss as JSON.
+learned their best; --out writes every loss as JSON. --save-chosen picks
+the offsets by the validation loss (a greedy pass in network order: each
+layer keeps its best before the next is tried, so the validation loss
+never rises) and saves that model's inference graph, a checkpoint for
+tools/test.py, tools/infer.py and tools/deploy.py's users.
 """
 import argparse
 import json
@@ -37,8 +42,10 @@ def parse_args(argv=None):
     parser.add_argument('--gt-dir', default='HR')
     parser.add_argument('--max-images', type=int, default=16)
     parser.add_argument('--out', help='JSON file with every loss')
+    parser.add_argument('--save-chosen', help='save the model with the '
+                        'offsets chosen on the validation loss here')
     parser.add_argument('--force', action='store_true',
-                        help='overwrite --out')
+                        help='overwrite --out and --save-chosen')
     return parser.parse_args(argv)
 
 
@@ -58,19 +65,25 @@ def load_pairs(root, lr_dir, gt_dir, max_images):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if args.out and osp.exists(args.out) and not args.force:
-        raise FileExistsError(f'{args.out} exists; pass --force to '
-                              'overwrite it')
+    for out in (args.out, args.save_chosen):
+        if out and osp.exists(out) and not args.force:
+            raise FileExistsError(f'{out} exists; pass --force to '
+                                  'overwrite it')
     model = load_sr_model(args.config, args.checkpoint)
     batches = load_pairs(args.data_root, args.lr_dir, args.gt_dir,
                          args.max_images)
-    results = shift_oracle(model, batches)
+    results = shift_oracle(model, batches, choose=bool(args.save_chosen))
     for r in results:
         print(f'{r.name}: learned {r.learned} L1 {r.losses[r.learned]:.5f}, '
               f'best {r.best} L1 {r.losses[r.best]:.5f}')
     hits = sum(r.learned == r.best for r in results)
     print(f'{hits} of {len(results)} layers learned their best offset '
           f'({len(batches)} validation images)')
+    if args.save_chosen:
+        from ghostsr_mm.checkpoint import save_generator
+        save_generator(model, args.save_chosen)
+        print(f'saved the model with the chosen offsets to '
+              f'{args.save_chosen}')
     if args.out:
         with open(args.out, 'w') as f:
             json.dump([

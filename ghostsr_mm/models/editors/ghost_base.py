@@ -14,9 +14,11 @@ def ghost_layer_args(ratio: float = 0.5,
                      per_channel_shift: bool = False,
                      gumbel_decay: float = 0.97,
                      tau: float = 1.0,
+                     zero_shift_bias: float = 1e-3,
                      shift_mode: Optional[str] = None) -> Dict:
     """The GhostConv2d arguments of a ghost backbone (paper defaults:
-    λ = 0.5, d = 1, a = 0.97, τ = 1); ``shift_mode`` is the former name of
+    λ = 0.5, d = 1, a = 0.97, τ = 1; ``zero_shift_bias`` is the initial
+    W' at the zero offset); ``shift_mode`` is the former name of
     ``cheap_op``."""
     args = dict(
         ratio=ratio,
@@ -24,7 +26,8 @@ def ghost_layer_args(ratio: float = 0.5,
         cheap_op=cheap_op,
         per_channel_shift=per_channel_shift,
         gumbel_decay=gumbel_decay,
-        tau=tau)
+        tau=tau,
+        zero_shift_bias=zero_shift_bias)
     if shift_mode is not None:
         args['shift_mode'] = shift_mode
     return args

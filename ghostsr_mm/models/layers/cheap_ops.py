@@ -99,10 +99,10 @@ class LearnableShift(CheapOperation):
         super().setup(layer, factory)
         k = 2 * layer.max_offset + 1
         rows = layer.num_ghost if layer.per_channel_shift else 1
-        # W' of Eq. 4; a small bias towards the centre makes an untrained
-        # layer a plain copy in eval mode instead of an arbitrary shift.
+        # W' of Eq. 4; a bias towards the centre makes an untrained layer a
+        # plain copy in eval mode instead of an arbitrary shift.
         logits = torch.zeros(rows, k, k, **factory)
-        logits[:, layer.max_offset, layer.max_offset] = 1e-3
+        logits[:, layer.max_offset, layer.max_offset] = layer.zero_shift_bias
         layer.shift_logits = nn.Parameter(logits)
 
     def offsets(self, layer) -> Tensor:
@@ -118,6 +118,7 @@ class LearnableShift(CheapOperation):
         if not layer.training:
             return super().forward(layer, intrinsic, residual, scale, relu,
                                    out)
+        layer.check_noise_driven()
         moved = learnable_ghost_shift(intrinsic, layer.src,
                                       layer.ghost_channels,
                                       layer.straight_through_weight())

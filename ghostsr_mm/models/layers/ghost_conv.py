@@ -54,6 +54,11 @@ class GhostConv2d(nn.Module):
             of one per layer (the paper). Default: False.
         gumbel_decay (float): a of Eq. 3. Default: 0.97.
         tau (float): τ of Eq. 4. Default: 1.0.
+        zero_shift_bias (float): Initial W' of the zero offset (the others
+            start at 0). The default, a tie-break, makes an untrained layer a
+            copy in eval mode; a value near 1 also makes the copy the likelier
+            draw early in training, which suits a layer cluster-initialised
+            for copying (see benchmarks/README.md). Default: 1e-3.
         name (str, optional): Layer name used in error messages.
 
     Shapes:
@@ -84,6 +89,7 @@ class GhostConv2d(nn.Module):
                  per_channel_shift: bool = False,
                  gumbel_decay: float = 0.97,
                  tau: float = 1.0,
+                 zero_shift_bias: float = 1e-3,
                  name: Optional[str] = None,
                  device=None,
                  dtype=None,
@@ -122,9 +128,11 @@ class GhostConv2d(nn.Module):
         self.max_offset = max_offset
         self.per_channel_shift = per_channel_shift
         # Eq. 3-4 state, set by GumbelAnnealHook.
-        self.gumbel_epoch = 1
+        self._gumbel_epoch = 1
+        self._noise_driven = False
         self.gumbel_decay = gumbel_decay
         self.tau = tau
+        self.zero_shift_bias = zero_shift_bias
 
         factory = dict(device=device, dtype=dtype)
         self.conv = nn.Conv2d(in_channels, num_intrinsic, kernel_size, stride,
@@ -151,6 +159,31 @@ class GhostConv2d(nn.Module):
     def shift_mode(self) -> str:
         """The former name of :attr:`cheap_op`."""
         return self.cheap_op
+
+    @property
+    def gumbel_epoch(self) -> int:
+        """t of Eq. 3 (1 until GumbelAnnealHook or the training loop sets
+        it)."""
+        return self._gumbel_epoch
+
+    @gumbel_epoch.setter
+    def gumbel_epoch(self, epoch: int) -> None:
+        self._gumbel_epoch = epoch
+        self._noise_driven = True
+
+    def check_noise_driven(self) -> None:
+        """Warn (once per process) when this layer trains its shift and
+        nothing has ever set t: the noise of Eq. 3 would stay at full
+        strength for the whole training."""
+        if not self._noise_driven:
+            self._noise_driven = True  # one check per layer
+            warnings.warn(
+                'GhostConv2d: a learnable shift is training with the Gumbel '
+                'noise of GhostSR Eq. 3 at full strength and nothing '
+                "decays it: add dict(type='GumbelAnnealHook') to the "
+                "config's custom_hooks, or call "
+                'model.set_gumbel_state(epoch=t) in your training loop.',
+                stacklevel=3)
 
     @property
     def noise_scale(self) -> float:

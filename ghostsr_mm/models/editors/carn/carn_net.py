@@ -263,8 +263,8 @@ class GhostCARNNet(GhostModelMixin, CARNNet):
             'x4') whose first conv becomes ghost. Default: None, i.e.
             ('x2',) for CARN and ('x2', 'x3') for CARN-M.
         ratio, max_offset, cheap_op, per_channel_shift, gumbel_decay,
-        tau: GhostConv2d arguments (see :func:`ghost_layer_args`), by
-        keyword.
+        tau, zero_shift_bias: GhostConv2d arguments (see
+        :func:`ghost_layer_args`), by keyword.
         Others: As :class:`CARNNet`, by keyword.
     """
 

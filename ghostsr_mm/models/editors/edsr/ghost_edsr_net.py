@@ -40,7 +40,8 @@ class GhostEDSRNet(GhostModelMixin, EDSRNet):
         in_channels, out_channels, mid_channels, num_blocks,
         upscale_factor, res_scale, rgb_mean, rgb_std: As ``EDSRNet``.
         ratio, max_offset, cheap_op, per_channel_shift, gumbel_decay,
-        tau: GhostConv2d arguments (see :func:`ghost_layer_args`).
+        tau, zero_shift_bias: GhostConv2d arguments (see
+        :func:`ghost_layer_args`).
     """
 
     def __init__(self,

@@ -45,7 +45,8 @@ class GhostRDNNet(GhostModelMixin, RDNNet):
         in_channels, out_channels, mid_channels, num_blocks,
         upscale_factor, num_layers, channel_growth: As ``RDNNet``.
         ratio, max_offset, cheap_op, per_channel_shift, gumbel_decay,
-        tau: GhostConv2d arguments (see :func:`ghost_layer_args`).
+        tau, zero_shift_bias: GhostConv2d arguments (see
+        :func:`ghost_layer_args`).
     """
 
     def __init__(self,
