@@ -17,8 +17,8 @@ from ghostsr_mm.datasets import bicubic_downscale, mod_crop
 
 # Natural photos shipped inside installed packages (scikit-image's
 # sample data, scikit-learn's sample images, matplotlib's sample data).
-TRAIN_PHOTOS = ('skimage:coffee', 'skimage:rocket', 'skimage:hubble_deep_field',
-                'skimage:retina', 'skimage:immunohistochemistry',
+TRAIN_PHOTOS = ('skimage:coffee', 'skimage:rocket',
+                'skimage:hubble_deep_field', 'skimage:retina', 'skimage:immunohistochemistry',
                 'skimage:brick', 'skimage:grass', 'skimage:gravel',
                 'skimage:camera', 'skimage:coins', 'skimage:moon',
                 'sklearn:china.jpg')
@@ -133,15 +133,23 @@ def train(model: nn.Module,
           lr: float = 2e-4,
           batch: int = 16,
           patch: int = 24,
-          param_groups: Optional[Callable[[nn.Module], list]] = None,
+          logit_lr_mult: float = 1.0,
           on_iter: Optional[Callable[[int], None]] = None,
           teacher: Optional[nn.Module] = None,
           distill: float = 0.0) -> nn.Module:
     """Adam (0.9, 0.999, 1e-8) with a cosine decay to 0 over ``iters``, L1
-    loss (plus ``distill`` x L1 to ``teacher``'s output)."""
+    loss (plus ``distill`` x L1 to ``teacher``'s output); the learnable
+    shifts' W' at ``logit_lr_mult`` x ``lr``. ``on_iter(i)`` runs before
+    iteration i."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    groups = param_groups(model) if param_groups else model.parameters()
+    logits = [p for n, p in model.named_parameters()
+              if n.endswith('shift_logits')]
+    others = [p for n, p in model.named_parameters()
+              if not n.endswith('shift_logits')]
+    groups = [dict(params=others)]
+    if logits:
+        groups.append(dict(params=logits, lr=lr * logit_lr_mult))
     opt = torch.optim.Adam(groups, lr=lr, betas=(0.9, 0.999), eps=1e-8)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, iters)
     model.train()

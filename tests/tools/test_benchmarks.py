@@ -117,3 +117,56 @@ def test_bench_tiled_end_to_end(tmp_path, capsys):
         assert r['whole']['shape'] == [1, 3, 128, 128]
         assert r['tiled']['seconds'] > 0 and r['whole']['seconds'] > 0
     assert '| carn_m x2 ghost |' in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_bench_quality_end_to_end(tmp_path, capsys):
+    """Two seeds of four arms on tiny settings: every table figure is the
+    JSON's, the paired differences are the per-seed differences' mean, the
+    narrow width is the widest within the ghost model's FLOPs, and the
+    report can be rebuilt from the saved runs."""
+    import statistics
+    bench = load_script('bench_quality')
+    argv = ['--models', 'edsr', '--scales', '2', '--seeds', '0', '1',
+            '--parent-iters', '2', '--iters', '2', '--arms', 'copy',
+            'ghost-tuned-oracle', 'narrow-flops', '--out-dir', str(tmp_path)]
+    assert bench.main(argv) == 0
+    printed = capsys.readouterr().out
+    result = json.loads((tmp_path / 'quality_cpu.json').read_text())
+    runs = result['runs']
+    assert sorted((r['arm'], r['seed']) for r in runs) == sorted(
+        (a, s) for a in ('parent', 'copy', 'ghost-tuned',
+                         'ghost-tuned-oracle', 'narrow-flops')
+        for s in (0, 1))
+    psnr = {(r['arm'], r['seed']): r['psnr'] for r in runs}
+    for arm in ('copy', 'narrow-flops'):
+        values = [psnr[arm, 0], psnr[arm, 1]]
+        assert (f'{statistics.mean(values):.3f} ± '
+                f'{statistics.stdev(values):.3f} (2)') in printed
+    diff = [psnr['ghost-tuned', s] - psnr['copy', s] for s in (0, 1)]
+    assert (f'| learned shift (tuned) - copy | '
+            f'{statistics.mean(diff):+.3f} ± {statistics.stdev(diff):.3f} '
+            'dB (2) | ≥ +0.05 dB |') in printed
+    # The narrow width: the widest whose FLOPs fit in the ghost model's.
+    models = result['complexity']['edsr_x2']['models']
+    width = result['complexity']['edsr_x2']['narrow_widths']['flops']
+    assert models[f'w{width}']['flops'] <= models['ghost']['flops'] < \
+        models[f'w{width + 2}']['flops']
+    assert all(r['width'] == width for r in runs if r['arm'] ==
+               'narrow-flops')
+    # The oracle arm keeps, per layer, the best offset of its greedy pass.
+    for r in runs:
+        if r['arm'] == 'ghost-tuned-oracle':
+            assert r['chosen'] == r['best'] and len(r['chosen']) == 9
+    assert (tmp_path / 'quality_cpu.png').read_bytes()[:4] == b'\x89PNG'
+    table = (tmp_path / 'quality_cpu.md').read_text()
+    assert table.strip() in printed
+    # --report rebuilds the same tables from the saved runs.
+    report = tmp_path / 'again'
+    assert bench.main(argv[:-1] + [
+        str(report), '--report', str(tmp_path / 'quality_cpu.runs.jsonl')
+    ]) == 0
+    again = (report / 'quality_cpu.md').read_text()
+    strip = [line for line in table.splitlines() if 'latency' not in line]
+    assert strip == [line for line in again.splitlines()
+                     if 'latency' not in line]
