@@ -19,9 +19,9 @@ from ghostsr_mm.datasets import bicubic_downscale, mod_crop
 # sample data, scikit-learn's sample images, matplotlib's sample data).
 TRAIN_PHOTOS = ('skimage:coffee', 'skimage:rocket',
                 'skimage:hubble_deep_field', 'skimage:retina',
-                'skimage:immunohistochemistry', 'skimage:brick', 'skimage:grass', 'skimage:gravel',
-                'skimage:camera', 'skimage:coins', 'skimage:moon',
-                'sklearn:china.jpg')
+                'skimage:immunohistochemistry', 'skimage:brick',
+                'skimage:grass', 'skimage:gravel', 'skimage:camera',
+                'skimage:coins', 'skimage:moon', 'sklearn:china.jpg')
 TEST_PHOTOS = ('skimage:astronaut', 'skimage:chelsea',
                'skimage:stereo_motorcycle', 'sklearn:flower.jpg',
                'matplotlib:grace_hopper.jpg')
