@@ -134,11 +134,9 @@ def train(model: nn.Module,
           batch: int = 16,
           patch: int = 24,
           logit_lr_mult: float = 1.0,
-          on_iter: Optional[Callable[[int], None]] = None,
-          teacher: Optional[nn.Module] = None,
-          distill: float = 0.0) -> nn.Module:
+          on_iter: Optional[Callable[[int], None]] = None) -> nn.Module:
     """Adam (0.9, 0.999, 1e-8) with a cosine decay to 0 over ``iters``, L1
-    loss (plus ``distill`` x L1 to ``teacher``'s output); the learnable
+    loss; the learnable
     shifts' W' at ``logit_lr_mult`` x ``lr``. ``on_iter(i)`` runs before
     iteration i."""
     torch.manual_seed(seed)
@@ -159,10 +157,6 @@ def train(model: nn.Module,
         x, y = sample_batch(data, rng, batch, patch)
         out = model(x)
         loss = F.l1_loss(out, y)
-        if teacher is not None and distill > 0:
-            with torch.no_grad():
-                target = teacher(x)
-            loss = loss + distill * F.l1_loss(out, target)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
