@@ -71,6 +71,9 @@ ARMS = {
                     'ghost, clustering, learned shift (tuned)'),
     'ghost-tuned-oracle': ('ghost', 'kmeans', 'learnable', 'tuned',
                            'ghost-tuned, offsets chosen by the oracle'),
+    'ghost-tuned-refit': ('ghost', 'kmeans', 'fixed', None,
+                          'ghost-tuned\'s offsets, fixed from the start '
+                          '(no noise)'),
     'ghost-tuned-pc': ('ghost', 'kmeans', 'learnable-pc', 'tuned',
                        'ghost-tuned, one shift per ghost channel'),
     'copy': ('ghost', 'kmeans', 'copy', None, 'ghost, clustering, copy'),
@@ -121,8 +124,9 @@ def parse_args(argv=None):
     unknown = sorted(set(args.arms) - set(ARMS))
     if unknown:
         parser.error(f'unknown arms {unknown}; choose from {list(ARMS)}')
-    if 'ghost-tuned-oracle' in args.arms and 'ghost-tuned' not in args.arms:
-        args.arms.append('ghost-tuned')
+    for derived in ('ghost-tuned-oracle', 'ghost-tuned-refit'):
+        if derived in args.arms and 'ghost-tuned' not in args.arms:
+            args.arms.append('ghost-tuned')
     if any(ARMS[a][1] in ('parent', 'kmeans', 'order') for a in args.arms) \
             and 'parent' not in args.arms:
         args.arms.insert(0, 'parent')
@@ -245,7 +249,7 @@ def run_task(task):
 
     for arm in task['arms']:
         kind, init, cheap_op, recipe, _ = ARMS[arm]
-        if arm == 'ghost-tuned-oracle':
+        if arm in ('ghost-tuned-oracle', 'ghost-tuned-refit'):
             continue  # made from ghost-tuned below
         start = time.time()
         torch.manual_seed(seed)
@@ -286,6 +290,19 @@ def run_task(task):
                 layer.offsets[layer.ghost_channels][0].tolist()
                 for _, layer in inference.ghost_layers()])
             record('ghost-tuned-oracle', inference, start, extra)
+        if arm == 'ghost-tuned' and 'ghost-tuned-refit' in task['all_arms']:
+            start = time.time()
+            learned = [layer.current_offsets()
+                       for _, layer in net.ghost_layers()]
+            refit = build(model, 'ghost', scale, cheap_op='fixed')
+            cluster_init(refit, parent, seed=seed, method='kmeans')
+            for (_, layer), offsets in zip(refit.ghost_layers(), learned):
+                layer.offsets.copy_(offsets)
+            _fine_tune(refit, train_set, f_iters, seed + 1000, None)
+            record('ghost-tuned-refit', refit, start, dict(
+                offsets=[o[layer.ghost_channels][0].tolist()
+                         for (_, layer), o in zip(refit.ghost_layers(),
+                                                  learned)]))
     return results
 
 
