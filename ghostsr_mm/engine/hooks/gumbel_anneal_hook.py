@@ -22,7 +22,7 @@ class GumbelAnnealHook(Hook):
     MMagic's SR configs train by iterations, so an epoch is the number of
     iterations that cover the training set once (``len`` of the train
     dataloader: the paper's epoch), ``interval`` iterations when given, or
-    ``max_iters / epochs`` iterations with ``epochs``, which gives a
+    ``max_iters // epochs`` iterations with ``epochs``, which gives a
     training of any length the noise schedule of an ``epochs``-epoch one
     (the paper trains EDSR and RDN for 300 epochs, so the noise is at 5%
     after the first third). With an epoch-based loop the runner's epoch is
