@@ -279,3 +279,47 @@ def test_short_training_learns_under_the_offset_it_keeps(best):
     offset, share = train_towards_shift(
         best, 100, 1.0, lambda step: step * 300 // 300 + 1)
     assert offset == best and share == 1.0
+
+
+def test_bf16_autocast_learns_the_same_offset_as_float32():
+    """CPU mixed precision (--amp on the CPU is bf16 autocast): the learned
+    shift trains end to end with finite float32 W' gradients and lands on
+    the same offset as in float32; in eval, the bf16 output is within
+    bf16's rounding of the float32 one."""
+    def train(amp):
+        torch.manual_seed(0)
+        teacher = GhostConv2d(6, 12, 3, padding=1, cheap_op='fixed').eval()
+        teacher.offsets[teacher.ghost_channels] = torch.tensor((1, -1))
+        student = GhostConv2d(6, 12, 3, padding=1, zero_shift_bias=1.0)
+        student.conv.load_state_dict(teacher.conv.state_dict())
+        opt = torch.optim.Adam([
+            dict(params=student.conv.parameters()),
+            dict(params=[student.shift_logits], lr=2e-2)
+        ], lr=2e-4)
+        for step in range(150):
+            student.gumbel_epoch = 2 * step + 1
+            x = torch.rand(4, 6, 16, 16)
+            with torch.autocast('cpu', torch.bfloat16, enabled=amp):
+                out = student(x)
+                loss = F.l1_loss(out.float(), teacher(x).float())
+            assert out.dtype == (torch.bfloat16 if amp else torch.float32)
+            opt.zero_grad()
+            loss.backward()
+            grad = student.shift_logits.grad
+            assert grad.dtype == torch.float32 and torch.isfinite(grad).all()
+            opt.step()
+        return student
+
+    full, mixed = train(False), train(True)
+    for model in (full, mixed):
+        offsets = model.current_offsets()[model.ghost_channels]
+        assert (offsets == torch.tensor((1, -1))).all()
+    mixed.eval()
+    x = torch.rand(2, 6, 16, 16)
+    with torch.no_grad():
+        reference = mixed(x)
+        with torch.autocast('cpu', torch.bfloat16):
+            half = mixed(x)
+    assert half.dtype == torch.bfloat16
+    torch.testing.assert_close(half.float(), reference, rtol=2e-2,
+                               atol=2e-2)
