@@ -272,6 +272,18 @@ def test_shift_oracle_tool(tmp_path, data, capsys):
         layer = layers[r['layer']]
         assert (layer.offsets[layer.ghost_channels] == torch.tensor(
             r['best'])).all(), r['layer']
+    # An existing --save-chosen file is kept without --force, replaced
+    # with it.
+    chosen.write_bytes(b'user data')
+    args = [cfg, str(ckpt), data, '--save-chosen', str(chosen)]
+    status = run_tool(load_tool('tools/analysis/shift_oracle.py').main, args)
+    assert status == 1 and 'pass --force' in capsys.readouterr().err
+    assert chosen.read_bytes() == b'user data'
+    status = run_tool(load_tool('tools/analysis/shift_oracle.py').main,
+                      args + ['--force'])
+    assert status == 0, capsys.readouterr().err
+    assert torch.load(chosen, weights_only=True)['state_dict'].keys() == \
+        state.keys()
 
 
 def test_train_adds_the_anneal_hook_to_a_learnable_ghost_config(

@@ -81,7 +81,7 @@ def main(argv=None) -> int:
           f'({len(batches)} validation images)')
     if args.save_chosen:
         from ghostsr_mm.checkpoint import save_generator
-        save_generator(model, args.save_chosen)
+        save_generator(model, args.save_chosen, overwrite=args.force)
         print(f'saved the model with the chosen offsets to '
               f'{args.save_chosen}')
     if args.out:
