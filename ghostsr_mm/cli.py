@@ -166,6 +166,16 @@ def check_config(cfg: Config, phases: Sequence[str]):
     return model
 
 
+def refuse_to_overwrite(paths: Sequence[Optional[str]],
+                        force: bool) -> None:
+    """Before any work: each output path given that exists is kept unless
+    ``--force``."""
+    for path in paths:
+        if path and osp.exists(path) and not force:
+            raise FileExistsError(f'{path} exists; pass --force to '
+                                  'overwrite it')
+
+
 def ensure_gumbel_annealing(cfg: Config, model) -> None:
     """A model with learnable shifts trains with GumbelAnnealHook (Eq. 3's
     decaying noise): add it, with a warning, when the config has none."""

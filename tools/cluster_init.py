@@ -20,7 +20,7 @@ from mmengine.config import DictAction  # noqa: E402
 from ghostsr_mm.apis import build_generator  # noqa: E402
 from ghostsr_mm.checkpoint import (load_generator_state,  # noqa: E402
                                    save_generator)
-from ghostsr_mm.cli import run_tool  # noqa: E402
+from ghostsr_mm.cli import refuse_to_overwrite, run_tool  # noqa: E402
 from ghostsr_mm.models.clustering import cluster_init  # noqa: E402
 
 
@@ -38,9 +38,7 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if osp.exists(args.out) and not args.force:
-        raise FileExistsError(f'{args.out} exists; pass --force to '
-                              'overwrite it')
+    refuse_to_overwrite((args.out, ), args.force)
     state = load_generator_state(args.pretrained)
     generator = build_generator(args.config, args.cfg_options)
     report = cluster_init(generator, state, seed=args.seed)

@@ -23,7 +23,8 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 import ghostsr_mm  # noqa: E402,F401
 from ghostsr_mm.apis import build_generator, load_generator  # noqa: E402
 from ghostsr_mm.checkpoint import save_generator  # noqa: E402
-from ghostsr_mm.cli import UserError, run_tool  # noqa: E402
+from ghostsr_mm.cli import (UserError, refuse_to_overwrite,  # noqa: E402
+                            run_tool)
 from ghostsr_mm.models.layers import convert_to_inference  # noqa: E402
 
 
@@ -91,10 +92,7 @@ def verify_onnx(model, path, image=None) -> float:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    for path in (args.out, args.onnx):
-        if path and osp.exists(path) and not args.force:
-            raise FileExistsError(f'{path} exists; pass --force to '
-                                  'overwrite it')
+    refuse_to_overwrite((args.out, args.onnx), args.force)
     model = load_generator(build_generator(args.config), args.checkpoint)
     model = convert_to_inference(model, inplace=True)
     save_generator(model, args.out, overwrite=args.force)

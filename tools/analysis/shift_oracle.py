@@ -28,7 +28,7 @@ import ghostsr_mm  # noqa: E402,F401
 import torch  # noqa: E402
 
 from ghostsr_mm.apis import load_sr_model, read_image  # noqa: E402
-from ghostsr_mm.cli import run_tool  # noqa: E402
+from ghostsr_mm.cli import refuse_to_overwrite, run_tool  # noqa: E402
 from ghostsr_mm.datasets import check_sr_pairs  # noqa: E402
 from ghostsr_mm.models.shift_oracle import shift_oracle  # noqa: E402
 
@@ -65,10 +65,7 @@ def load_pairs(root, lr_dir, gt_dir, max_images):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    for out in (args.out, args.save_chosen):
-        if out and osp.exists(out) and not args.force:
-            raise FileExistsError(f'{out} exists; pass --force to '
-                                  'overwrite it')
+    refuse_to_overwrite((args.out, args.save_chosen), args.force)
     model = load_sr_model(args.config, args.checkpoint)
     batches = load_pairs(args.data_root, args.lr_dir, args.gt_dir,
                          args.max_images)
