@@ -225,10 +225,12 @@ def test_training_without_annealing_warns_once(recwarn):
 
 
 def train_towards_shift(best, logit_lr_mult, zero_shift_bias, epoch_of,
-                        steps=300, lr=2e-4):
+                        steps=300, lr=2e-4, amp=False):
     """Train a learnable layer towards its own conv with the ghosts shifted
-    by ``best``, from a copy (as after clustering). Returns the eval offset
-    and the share of the last third's training draws that were ``best``."""
+    by ``best``, from a copy (as after clustering), under CPU bf16 autocast
+    with ``amp``; every step's W' gradient must be finite float32. Returns
+    the layer, its eval offset and the share of the last third's training
+    draws that were ``best``."""
     from ghostsr_mm.ops import candidate_offsets
     torch.manual_seed(0)
     teacher = GhostConv2d(6, 12, 3, padding=1, cheap_op='fixed').eval()
@@ -252,14 +254,20 @@ def train_towards_shift(best, logit_lr_mult, zero_shift_bias, epoch_of,
     for step in range(steps):
         student.gumbel_epoch = epoch_of(step)
         x = torch.rand(4, 6, 16, 16)
-        loss = F.l1_loss(student(x), teacher(x))
+        with torch.autocast('cpu', torch.bfloat16, enabled=amp):
+            out = student(x)
+            loss = F.l1_loss(out.float(), teacher(x).float())
+        assert out.dtype == (torch.bfloat16 if amp else torch.float32)
         opt.zero_grad()
         loss.backward()
+        grad = student.shift_logits.grad
+        assert grad.dtype == torch.float32 and torch.isfinite(grad).all()
         opt.step()
     final = student.current_offsets()[student.ghost_channels]
     assert (final == final[0]).all()
     late = draws[2 * steps // 3:]
-    return tuple(final[0].tolist()), sum(d == best for d in late) / len(late)
+    return (student, tuple(final[0].tolist()),
+            sum(d == best for d in late) / len(late))
 
 
 @pytest.mark.parametrize('best', [(1, 0), (-1, 1)])
@@ -273,10 +281,10 @@ def test_short_training_learns_under_the_offset_it_keeps(best):
     benchmarks/README.md). With the fix (W' at 100x the LR, the decay of
     300 Gumbel epochs spread over the training, a zero-offset bias of 1)
     the last third of training draws ``best`` every time."""
-    offset, share = train_towards_shift(best, 1, 1e-3,
-                                        lambda step: step // 10 + 1)
+    _, offset, share = train_towards_shift(best, 1, 1e-3,
+                                           lambda step: step // 10 + 1)
     assert offset == best and share < 0.25
-    offset, share = train_towards_shift(
+    _, offset, share = train_towards_shift(
         best, 100, 1.0, lambda step: step * 300 // 300 + 1)
     assert offset == best and share == 1.0
 
@@ -287,33 +295,12 @@ def test_bf16_autocast_learns_the_same_offset_as_float32():
     the same offset as in float32; in eval, the bf16 output is within
     bf16's rounding of the float32 one."""
     def train(amp):
-        torch.manual_seed(0)
-        teacher = GhostConv2d(6, 12, 3, padding=1, cheap_op='fixed').eval()
-        teacher.offsets[teacher.ghost_channels] = torch.tensor((1, -1))
-        student = GhostConv2d(6, 12, 3, padding=1, zero_shift_bias=1.0)
-        student.conv.load_state_dict(teacher.conv.state_dict())
-        opt = torch.optim.Adam([
-            dict(params=student.conv.parameters()),
-            dict(params=[student.shift_logits], lr=2e-2)
-        ], lr=2e-4)
-        for step in range(150):
-            student.gumbel_epoch = 2 * step + 1
-            x = torch.rand(4, 6, 16, 16)
-            with torch.autocast('cpu', torch.bfloat16, enabled=amp):
-                out = student(x)
-                loss = F.l1_loss(out.float(), teacher(x).float())
-            assert out.dtype == (torch.bfloat16 if amp else torch.float32)
-            opt.zero_grad()
-            loss.backward()
-            grad = student.shift_logits.grad
-            assert grad.dtype == torch.float32 and torch.isfinite(grad).all()
-            opt.step()
-        return student
+        return train_towards_shift((1, -1), 100, 1.0,
+                                   lambda step: 2 * step + 1, steps=150,
+                                   amp=amp)
 
-    full, mixed = train(False), train(True)
-    for model in (full, mixed):
-        offsets = model.current_offsets()[model.ghost_channels]
-        assert (offsets == torch.tensor((1, -1))).all()
+    (_, full, _), (mixed, half_precision, _) = train(False), train(True)
+    assert full == half_precision == (1, -1)
     mixed.eval()
     x = torch.rand(2, 6, 16, 16)
     with torch.no_grad():
