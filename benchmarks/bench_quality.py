@@ -182,11 +182,6 @@ def complexity(model, scale, widths=None):
 
 
 # -------------------------------------------------------------- training
-def _set_threads(threads):
-    import torch
-    torch.set_num_threads(threads)
-
-
 def _fine_tune(net, data, iters, seed, recipe):
     """Train ``net`` with the learnable-shift ``recipe`` (if any)."""
     from quality_lib import train
@@ -228,7 +223,7 @@ def run_task(task):
 
     from ghostsr_mm.analysis import count_flops, count_params
     from ghostsr_mm.models.clustering import cluster_init
-    _set_threads(task['threads'])
+    torch.set_num_threads(task['threads'])
     model, scale, seed = task['model'], task['scale'], task['seed']
     train_set, val_set = split_photos(TRAIN_PHOTOS, scale)
     test_set = PairSet([load_photo(s) for s in TEST_PHOTOS], scale)
@@ -281,8 +276,9 @@ def run_task(task):
             _fine_tune(net, train_set, f_iters, seed + 1000, recipe)
         extra = None
         if cheap_op == 'learnable':
-            inference, extra = _offsets_and_oracle(net, val)
+            _, extra = _offsets_and_oracle(net, val)
         record(arm, net, start, extra)
+        tuned = extra
         if arm == 'ghost-tuned' and 'ghost-tuned-oracle' in task['all_arms']:
             start = time.time()
             inference, extra = _offsets_and_oracle(net, val, choose=True)
@@ -299,10 +295,8 @@ def run_task(task):
             for (_, layer), offsets in zip(refit.ghost_layers(), learned):
                 layer.offsets.copy_(offsets)
             _fine_tune(refit, train_set, f_iters, seed + 1000, None)
-            record('ghost-tuned-refit', refit, start, dict(
-                offsets=[o[layer.ghost_channels][0].tolist()
-                         for (_, layer), o in zip(refit.ghost_layers(),
-                                                  learned)]))
+            record('ghost-tuned-refit', refit, start,
+                   dict(offsets=tuned['learned']))
     return results
 
 
@@ -310,15 +304,13 @@ def make_tasks(args, widths):
     """Two tasks per (model, scale, seed): the parent and the arms built
     on it, and the arms from scratch (about equal work)."""
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    scratch = [a for a in args.arms if a != 'parent' and (
+        ARMS[a][0] == 'narrow' or ARMS[a][1] == 'scratch')]
+    from_parent = [a for a in args.arms if a not in scratch]
     tasks = []
     for model in args.models:
         for scale in args.scales:
             for seed in args.seeds:
-                from_parent = [a for a in args.arms
-                               if ARMS[a][1] not in ('scratch', 'flops',
-                                                     'params', 'latency')
-                               or a == 'parent']
-                scratch = [a for a in args.arms if a not in from_parent]
                 for arms in (from_parent, scratch):
                     if arms:
                         tasks.append(dict(
@@ -465,8 +457,8 @@ def main(argv=None):
     out_md = results_path(args.out_dir, f'{name}.md', args.overwrite)
     out_png = results_path(args.out_dir, f'{name}.png', args.overwrite)
     import torch
-    from quality_lib import TEST_PHOTOS, TRAIN_PHOTOS, PairSet, evaluate
-    from quality_lib import load_photo
+    from quality_lib import (TEST_PHOTOS, TRAIN_PHOTOS, PairSet, evaluate,
+                             load_photo)
     start = time.time()
     # Latency first, while nothing else runs.
     widths, comp = {}, {}
