@@ -24,7 +24,8 @@ _ZERO_FLOP_OPS = ('ghostsr::ghost_shift', 'ghostsr::learnable_ghost_shift')
 # EDSR x2 on 3x512x512 this gives 10678G against Table 1's 10679G).
 _UNCOUNTED_OPS = ('aten::add', 'aten::add_', 'aten::sub', 'aten::mul',
                   'aten::mul_', 'aten::div', 'aten::pixel_shuffle',
-                  'aten::relu', 'aten::relu_', 'aten::cat')
+                  'aten::relu', 'aten::relu_', 'aten::leaky_relu_',
+                  'aten::leaky_relu', 'aten::mean', 'aten::cat')
 
 
 def count_params(model: nn.Module) -> int:

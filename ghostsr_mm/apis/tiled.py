@@ -145,8 +145,8 @@ def tiled_inference(model: Callable[[Tensor], Tensor],
                     tile: int,
                     overlap: Optional[int] = None,
                     batch_size: int = 4,
-                    progress: Optional[Callable[[int], None]] = None
-                    ) -> Tensor:
+                    progress: Optional[Callable[[int], None]] = None,
+                    blend: bool = False) -> Tensor:
     """Super-resolve ``lr`` patch by patch (see the module docstring).
 
     Args:
@@ -162,6 +162,8 @@ def tiled_inference(model: Callable[[Tensor], Tensor],
         batch_size (int): Patches per forward pass. Default: 4.
         progress (callable, optional): Called with the number of patches
             done after every forward pass.
+        blend (bool): Blend whole patch outputs across their shared bands
+            instead of keeping each patch's inner part. Default: False.
 
     Returns:
         Tensor: (N, C', s·H, s·W), on ``lr``'s device, in the model's
@@ -181,7 +183,7 @@ def tiled_inference(model: Callable[[Tensor], Tensor],
     n, _, h, w = lr.shape
     layout = tile_layout(h, w, tile, overlap)
     ph, pw = min(tile, h), min(tile, w)
-    out = None
+    out = weight = window = None
     scale = None
     for i in range(n):
         for first in range(0, len(layout), batch_size):
@@ -198,10 +200,38 @@ def tiled_inference(model: Callable[[Tensor], Tensor],
                         f'{ph}x{pw} patch to {sr.shape[-2]}x{sr.shape[-1]}, '
                         'not to an integer multiple of it')
                 out = sr.new_empty(n, sr.shape[1], h * scale, w * scale)
+                if blend:
+                    out.zero_()
+                    weight = sr.new_zeros(h * scale, w * scale,
+                                          dtype=torch.float32)
+                    window = _ramp(ph * scale, 2 * overlap * scale,
+                                   sr.device)[:, None] * _ramp(
+                                       pw * scale, 2 * overlap * scale,
+                                       sr.device)[None]
             for ((y, x), (y0, y1, x0, x1)), patch in zip(group, sr):
+                if blend:
+                    ys, xs = y * scale, x * scale
+                    region = (slice(ys, ys + ph * scale),
+                              slice(xs, xs + pw * scale))
+                    out[i][(slice(None), ) + region] += patch * window
+                    if i == 0:
+                        weight[region] += window
+                    continue
                 out[i, :, y0 * scale:y1 * scale, x0 * scale:x1 * scale] = \
                     patch[:, (y0 - y) * scale:(y1 - y) * scale,
                           (x0 - x) * scale:(x1 - x) * scale]
             if progress is not None:
                 progress(len(group))
+    if blend:
+        out /= weight
     return out
+
+
+def _ramp(length: int, band: int, device) -> Tensor:
+    """Weights along a patch of ``length`` output pixels: rising linearly
+    from its edges over ``band`` pixels, 1 inside. Two neighbours sharing
+    ``band`` pixels have weights summing to 1 there; every weight is > 0."""
+    pos = torch.arange(length, device=device, dtype=torch.float32) + 0.5
+    if band <= 0:
+        return torch.ones_like(pos)
+    return torch.minimum(pos, length - pos).div(band).clamp(max=1.0)

@@ -1,8 +1,10 @@
-from .editors import (CARNNet, GhostCARNNet, GhostEDSRNet, GhostModelMixin,
+from . import losses
+from .editors import (CARNNet, ClassSR, ClassSRClassifier, ClassSRNet,
+                      GhostCARNNet, GhostEDSRNet, GhostModelMixin,
                       GhostRDNNet, MultiScaleEditModel)
 from .layers import GhostConv2d, convert_to_inference, ghost_layers
 
 __all__ = [
-    'CARNNet', 'GhostCARNNet', 'GhostEDSRNet', 'GhostModelMixin',
+    'CARNNet', 'ClassSR', 'ClassSRClassifier', 'ClassSRNet', 'GhostCARNNet', 'GhostEDSRNet', 'GhostModelMixin',
     'GhostRDNNet', 'MultiScaleEditModel', 'GhostConv2d', 'convert_to_inference', 'ghost_layers'
 ]

@@ -1,10 +1,11 @@
 from .carn import CARNNet, GhostCARNNet
+from .classsr import ClassSR, ClassSRClassifier, ClassSRNet
 from .edsr import GhostEDSRNet
 from .ghost_base import GhostModelMixin, ghost_layer_args
 from .multi_scale_edit_model import MultiScaleEditModel
 from .rdn import GhostRDNNet
 
 __all__ = [
-    'CARNNet', 'GhostCARNNet', 'GhostEDSRNet', 'GhostModelMixin',
+    'CARNNet', 'ClassSR', 'ClassSRClassifier', 'ClassSRNet', 'GhostCARNNet', 'GhostEDSRNet', 'GhostModelMixin',
     'GhostRDNNet', 'MultiScaleEditModel', 'ghost_layer_args'
 ]

@@ -1,0 +1,139 @@
+"""ClassSR on images of any size: the project's tiler with a router.
+
+:func:`routed_inference` cuts the LR image into sub-images with
+:func:`~ghostsr_mm.apis.tiled.tiled_inference` (last row and column flush
+with the border, overlaps blended), lets :class:`ClassSRNet` route every
+batch of sub-images (each branch runs once per batch, on its own
+sub-images), and returns the classes with the output. The cost of a routing
+(:func:`routing_flops`) and its picture (:func:`routing_picture`) follow.
+"""
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ghostsr_mm.analysis import count_flops
+from .tiled import tile_layout, tiled_inference
+
+__all__ = [
+    'CLASS_COLOURS', 'branch_flops', 'routed_inference', 'routing_flops',
+    'routing_map', 'routing_picture'
+]
+
+# simple, medium, hard (more classes cycle).
+CLASS_COLOURS = ((0.0, 0.75, 0.0), (1.0, 0.8, 0.0), (0.9, 0.0, 0.0),
+                 (0.0, 0.4, 1.0))
+
+
+@torch.no_grad()
+def routed_inference(model,
+                     lr: Tensor,
+                     tile: int = 32,
+                     overlap: int = 2,
+                     batch_size: int = 64,
+                     progress=None) -> Tuple[Tensor, Tensor]:
+    """Super-resolve ``lr`` (N, C, H, W) with a ClassSRNet in eval mode,
+    sub-image by sub-image.
+
+    Args:
+        model (ClassSRNet): The model (put in eval mode here).
+        tile (int): Sub-image size in LR pixels. Default: 32 (the paper's).
+        overlap (int): Half the band two neighbouring sub-images share.
+            Default: 2 (the paper's stride 28).
+        batch_size (int): Sub-images classified and routed per step; memory
+            grows with it, not with the image. Default: 64.
+
+    Returns:
+        tuple: The (N, C, sH, sW) output and the (N, P) class of each
+        sub-image, in the order of :func:`tile_layout`.
+    """
+    model.eval()
+    classes: List[Tensor] = []
+
+    def run(patches: Tensor) -> Tensor:
+        sr, probs = model(patches, return_probs=True)
+        classes.append(probs.argmax(dim=1))
+        return sr
+
+    sr = tiled_inference(run, lr, tile, overlap, batch_size, progress,
+                         blend=True)
+    return sr, torch.cat(classes).view(lr.shape[0], -1)
+
+
+def branch_flops(model, tile: int = 32) -> Dict[str, object]:
+    """Multiply-accumulates per ``tile x tile`` sub-image: of the
+    classifier, and of each branch (a list, simple to hard)."""
+    shape = (model.in_channels, tile, tile)
+    device = next(model.parameters()).device
+    was_training = model.training
+    try:
+        return dict(
+            classifier=count_flops(model.classifier, shape, device),
+            branches=[count_flops(b, shape, device) for b in model.branches])
+    finally:
+        model.train(was_training)
+
+
+def routing_flops(counts: Sequence[int], flops: Dict[str, object]
+                  ) -> Dict[str, float]:
+    """The average cost per sub-image of a routing (ClassSR's "FLOPs"):
+    ``sum_k n_k F_k / N`` plus the classifier, absolute and as a fraction of
+    the hard branch alone (the costliest branch).
+
+    Args:
+        counts (Sequence[int]): Sub-images sent to each branch.
+        flops (dict): From :func:`branch_flops`.
+    """
+    counts = [int(c) for c in counts]
+    per_branch = flops['branches']
+    if len(counts) != len(per_branch):
+        raise ValueError(f'routing_flops: {len(counts)} counts for '
+                         f'{len(per_branch)} branches')
+    total = sum(counts)
+    if total == 0:
+        raise ValueError('routing_flops: no sub-image was routed')
+    average = sum(n * f for n, f in zip(counts, per_branch)) / total
+    average += flops['classifier']
+    return dict(flops=average, ratio=average / max(per_branch),
+                shares=[n / total for n in counts])
+
+
+def routing_map(classes: Tensor, height: int, width: int, tile: int,
+                overlap: int) -> np.ndarray:
+    """The class of every LR pixel (H, W): the class of the sub-image whose
+    inner part holds it (as :func:`tile_layout` assigns them)."""
+    layout = tile_layout(height, width, tile, overlap)
+    classes = classes.flatten().tolist()
+    if len(classes) != len(layout):
+        raise ValueError(f'routing_map: {len(classes)} classes for the '
+                         f'{len(layout)} sub-images of a {height}x{width} '
+                         f'image with tile {tile}, overlap {overlap}')
+    out = np.zeros((height, width), dtype=np.int64)
+    for (_, (y0, y1, x0, x1)), k in zip(layout, classes):
+        out[y0:y1, x0:x1] = k
+    return out
+
+
+def routing_picture(image: np.ndarray,
+                    class_map: np.ndarray,
+                    alpha: float = 0.45,
+                    colours: Optional[Sequence[Tuple[float, float,
+                                                     float]]] = None
+                    ) -> np.ndarray:
+    """``image`` (H, W, 3) or (H, W) in 0-1 with each pixel tinted by its
+    class (green simple, yellow medium, red hard); ``class_map`` may be at
+    a lower resolution (the LR one) and is enlarged to the image's."""
+    colours = np.asarray(colours or CLASS_COLOURS, dtype=np.float32)
+    image = np.asarray(image, dtype=np.float32)
+    if image.ndim == 2:
+        image = np.repeat(image[..., None], 3, axis=2)
+    h, w = image.shape[:2]
+    ch, cw = class_map.shape
+    if h % ch or w % cw or h // ch != w // cw:
+        raise ValueError(f'routing_picture: a {ch}x{cw} class map does not '
+                         f'divide a {h}x{w} image')
+    f = h // ch
+    big = np.repeat(np.repeat(class_map, f, axis=0), f, axis=1)
+    tint = colours[big % len(colours)]
+    return (1 - alpha) * image[..., :3] + alpha * tint

@@ -1,0 +1,4 @@
+"""Metrics, registered in MMagic's ``METRICS``."""
+from .metrics import ClassSRRouting
+
+__all__ = ['ClassSRRouting']

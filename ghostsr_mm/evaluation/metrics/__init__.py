@@ -1,0 +1,3 @@
+from .routing import ClassSRRouting
+
+__all__ = ['ClassSRRouting']

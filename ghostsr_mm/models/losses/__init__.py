@@ -1,0 +1,3 @@
+from .classsr_loss import AverageLoss, ClassLoss
+
+__all__ = ['AverageLoss', 'ClassLoss']
