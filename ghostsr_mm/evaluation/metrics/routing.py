@@ -2,7 +2,8 @@
 set, and what that cost."""
 from typing import Dict, List, Optional, Sequence
 
-from mmengine.evaluator import BaseMetric
+from mmagic.evaluation.metrics.base_sample_wise_metric import \
+    BaseSampleWiseMetric
 from mmagic.registry import METRICS
 
 from ghostsr_mm.apis.classsr import routing_flops
@@ -10,7 +11,7 @@ from ghostsr_mm.models.editors.classsr.classsr import class_name
 
 
 @METRICS.register_module()
-class ClassSRRouting(BaseMetric):
+class ClassSRRouting(BaseSampleWiseMetric):
     """Share of the sub-images per class and average cost of the set.
 
     Reads the ``class_counts`` and ``sub_image_flops`` that
@@ -21,11 +22,12 @@ class ClassSRRouting(BaseMetric):
     validation, so a classifier collapsing onto one branch shows at once.
     """
 
-    default_prefix = 'routing'
+    metric = 'routing'
+    default_prefix = ''
 
     def __init__(self, collect_device: str = 'cpu',
                  prefix: Optional[str] = None) -> None:
-        super().__init__(collect_device, prefix)
+        super().__init__(collect_device=collect_device, prefix=prefix)
 
     def process(self, data_batch, data_samples: Sequence[dict]) -> None:
         for sample in data_samples:

@@ -13,7 +13,7 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 import torch.nn as nn
-from mmengine.model import BaseModule
+from mmengine.model import BaseModule, ModuleList
 from mmagic.registry import MODELS
 from torch import Tensor
 
@@ -103,7 +103,9 @@ class ClassSRNet(BaseModule):
             raise ValueError('ClassSRNet: `branches` must be a list of at '
                              'least two generator configs (simple to hard), '
                              f'got {branches!r}')
-        self.branches = nn.ModuleList([
+        # mmengine's ModuleList passes init_weights() on to the branches
+        # (their init_cfg, e.g. Pretrained); torch's would not.
+        self.branches = ModuleList([
             b if isinstance(b, nn.Module) else MODELS.build(b)
             for b in branches
         ])

@@ -1,0 +1,36 @@
+# ClassSR stage 3: the Class-Module learns to route sub-images, with the
+# three branches trained in stage 2 loaded and frozen (FreezeModulesHook);
+# batch 96, 200K iterations; L1 : Class-Loss : Average-Loss = 2000 : 1 : 6.
+_base_ = './_base_/classsr_x4.py'
+
+branch_checkpoint = 'work_dirs/carn_m_branch_{}_x4_div2k/iter_500000.pth'
+model = dict(
+    _delete_=True,
+    type='ClassSR',
+    generator=dict(
+        type='ClassSRNet',
+        branches=[
+            dict(b,
+                 init_cfg=dict(
+                     type='Pretrained',
+                     checkpoint=branch_checkpoint.format(name),
+                     prefix='generator.'))
+            for name, b in zip(_base_.branch_names, _base_.carn_m_branches)
+        ]),
+    pixel_loss=dict(type='L1Loss', loss_weight=2000.0, reduction='mean'),
+    class_loss=dict(type='ClassLoss', loss_weight=1.0),
+    average_loss=dict(type='AverageLoss', loss_weight=6.0),
+    test_cfg=dict(tile=32, overlap=2, batch_size=64),  # stride 28
+    data_preprocessor=dict(
+        type='DataPreprocessor', mean=[0., 0., 0.], std=[255., 255., 255.]))
+
+custom_hooks = [
+    dict(type='FreezeModulesHook', modules='generator.branches'),
+    dict(type='BasicVisualizationHook', interval=1)
+]
+max_iters = 200000
+train_dataloader = dict(batch_size=96)
+train_cfg = dict(max_iters=max_iters)
+param_scheduler = dict(T_max=max_iters)
+val_evaluator = _base_.classsr_val_evaluator
+test_evaluator = _base_.classsr_test_evaluator
