@@ -3,7 +3,7 @@
     python tools/infer.py CONFIG CHECKPOINT INPUT OUTPUT [--tile 512]
         [--tile-overlap N] [--batch-size 4] [--device cpu|cuda]
         [--fp16 | --bf16] [--backend pytorch|onnxruntime] [--force]
-        [--debug]
+        [--save-routing] [--debug]
 
 INPUT is an image, a folder or a glob pattern (PNG, JPEG, BMP, TIFF; 8- or
 16-bit; grey and RGBA as described in ghostsr_mm/apis/images.py); OUTPUT is
@@ -18,6 +18,13 @@ default overlap, the network's receptive-field radius, the result equals a
 whole-image pass. An image that cannot be read is reported and skipped; the
 others are still written, and the exit status is 1. Existing outputs are
 refused unless ``--force`` is given, before anything is computed.
+
+A ClassSR model (configs/classsr) runs as the paper tests it: 32x32 LR
+sub-images with overlap 2 (stride 28) blended, 64 per step, each through
+the branch its classifier picks. Per image it prints the share of
+sub-images per branch and the average FLOPs against the hard branch alone;
+``--save-routing`` also writes ``<output>_routing.png``, the output tinted
+by the branch of each sub-image (green simple, yellow medium, red hard).
 """
 import argparse
 import os
@@ -26,12 +33,17 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 import ghostsr_mm  # noqa: E402,F401
+import mmcv  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from ghostsr_mm.apis import (build_generator, list_images,  # noqa: E402
-                             load_sr_model, read_image, receptive_radius,
+from ghostsr_mm.apis import (branch_flops, build_generator,  # noqa: E402
+                             list_images, load_sr_model, read_image,
+                             receptive_radius, routed_inference,
+                             routing_flops, routing_map, routing_picture,
                              tile_layout, tiled_inference, write_image)
+from ghostsr_mm.models import ClassSRNet  # noqa: E402
+from ghostsr_mm.models.editors.classsr import class_counts  # noqa: E402
 from ghostsr_mm.cli import UserError, run_tool  # noqa: E402
 
 
@@ -48,8 +60,9 @@ def parse_args(argv=None):
                         help='margin kept from inner tile edges (default: '
                         'the receptive-field radius: same output as one '
                         'whole-image pass)')
-    parser.add_argument('--batch-size', type=int, default=4,
-                        help='tiles per forward pass')
+    parser.add_argument('--batch-size', type=int, default=None,
+                        help='tiles per forward pass (default: 4; ClassSR: '
+                        '64)')
     parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
     precision = parser.add_mutually_exclusive_group()
     precision.add_argument('--fp16', action='store_true',
@@ -60,7 +73,46 @@ def parse_args(argv=None):
                         choices=['pytorch', 'onnxruntime'])
     parser.add_argument('--force', action='store_true',
                         help='overwrite existing outputs')
+    parser.add_argument('--save-routing', action='store_true',
+                        help='ClassSR: also write <output>_routing.png')
     return parser.parse_args(argv)
+
+
+def routing_path(out_path):
+    stem, _ = osp.splitext(out_path)
+    return f'{stem}_routing.png'
+
+
+class ClassSRRun:
+    """ClassSR's routed inference on each image, with its report."""
+
+    def __init__(self, model, tile, overlap, batch_size, save_routing):
+        self.model, self.tile, self.overlap = model, tile, overlap
+        self.batch_size, self.save_routing = batch_size, save_routing
+        self.flops = branch_flops(model, tile)
+
+    def __call__(self, lr, progress, out_path):
+        sr, classes = routed_inference(self.model, lr, self.tile,
+                                       self.overlap, self.batch_size,
+                                       progress)
+        counts = class_counts(classes[0], self.model.num_classes)
+        cost = routing_flops(counts.tolist(), self.flops)
+        shares = ', '.join(f'{share:.0%}' for share in cost['shares'])
+        print(f'\n{osp.basename(out_path)}: {len(classes[0])} sub-images, '
+              f'simple to hard {shares}; FLOPs {cost["ratio"]:.1%} of the '
+              'hard branch alone')
+        if self.save_routing:
+            cmap = routing_map(classes[0], *lr.shape[-2:], self.tile,
+                               self.overlap)
+            picture = routing_picture(
+                sr[0].float().clamp(0, 1).permute(1, 2, 0).cpu().numpy(),
+                cmap)
+            rgb8 = np.clip(np.round(picture * 255), 0, 255).astype(np.uint8)
+            if not mmcv.imwrite(np.ascontiguousarray(rgb8[..., ::-1]),
+                                routing_path(out_path)):
+                raise ValueError(f'{routing_path(out_path)}: could not be '
+                                 'written')
+        return sr
 
 
 def output_paths(inputs, output, single):
@@ -96,11 +148,13 @@ def main(argv=None) -> int:
         raise UserError('--fp16 needs --device cuda (use --bf16 on the CPU)')
     if args.device == 'cuda' and not torch.cuda.is_available():
         raise UserError('--device cuda: no CUDA GPU is visible')
-    if args.batch_size < 1:
+    if args.batch_size is not None and args.batch_size < 1:
         raise UserError(f'--batch-size must be >= 1, got {args.batch_size}')
     inputs = list_images(args.input)
     outputs = output_paths(inputs, args.output, osp.isfile(args.input))
-    existing = [p for p in outputs if osp.exists(p)]
+    targets = outputs + ([routing_path(p) for p in outputs]
+                         if args.save_routing else [])
+    existing = [p for p in targets if osp.exists(p)]
     if existing and not args.force:
         more = f' and {len(existing) - 3} more' if len(existing) > 3 else ''
         raise FileExistsError(f'{", ".join(existing[:3])}{more} exist; pass '
@@ -117,8 +171,13 @@ def main(argv=None) -> int:
         model = load_sr_model(args.config, args.checkpoint, args.device)
         overlap = args.tile_overlap
         if overlap is None:
-            overlap = receptive_radius(model)
-    tile = args.tile or max(512, 4 * overlap)
+            overlap = 2 if isinstance(model, ClassSRNet) else \
+                receptive_radius(model)
+    classsr = isinstance(model, ClassSRNet)
+    if args.save_routing and not classsr:
+        raise UserError('--save-routing needs a ClassSR model')
+    tile = args.tile or (32 if classsr else max(512, 4 * overlap))
+    batch_size = args.batch_size or (64 if classsr else 4)
     if tile <= 2 * overlap:
         what = '' if args.tile_overlap else ', the receptive-field radius'
         raise UserError(f'--tile {tile} must be larger than twice the '
@@ -139,12 +198,17 @@ def main(argv=None) -> int:
         args.device,
         dtype=torch.float16 if args.fp16 else torch.bfloat16,
         enabled=args.fp16 or args.bf16)
+    run = ClassSRRun(model, tile, overlap, batch_size,
+                     args.save_routing) if classsr else None
     written = 0
     for img, out_path in images:
         lr = torch.from_numpy(img.rgb).permute(2, 0, 1)[None].to(args.device)
         with autocast:
-            sr = tiled_inference(model, lr, tile, overlap, args.batch_size,
-                                 progress=bar.update)
+            if classsr:
+                sr = run(lr, bar.update, out_path)
+            else:
+                sr = tiled_inference(model, lr, tile, overlap, batch_size,
+                                     progress=bar.update)
         sr = sr[0].float().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
         os.makedirs(osp.dirname(osp.abspath(out_path)), exist_ok=True)
         try:

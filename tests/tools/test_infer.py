@@ -182,3 +182,56 @@ def test_onnxruntime_backend_matches_pytorch(setup, tmp_path, capsys):
     a = mmcv.imread(str(ours)).astype(int)
     b = mmcv.imread(str(theirs)).astype(int)
     assert a.shape == b.shape and np.abs(a - b).max() <= 1
+
+
+CLASSSR = dict(
+    type='ClassSRNet',
+    branches=[
+        dict(type='CARNNet', mid_channels=c, num_blocks=1, efficient=True,
+             upscale_factor=2) for c in (8, 12, 16)
+    ])
+
+
+def test_classsr_checkpoint_runs_routed_with_its_report(tmp_path, setup,
+                                                        capsys):
+    from ghostsr_mm.apis import (branch_flops, routed_inference,
+                                 routing_flops, routing_map)
+    cfg = tmp_path / 'classsr.py'
+    cfg.write_text(f'model = dict(type="ClassSR", generator={CLASSSR!r})\n')
+    torch.manual_seed(0)
+    model = MODELS.build(CLASSSR)
+    with torch.no_grad():  # spread the sub-images over the branches
+        model.classifier.fc.weight.normal_(0, 3)
+    save_generator(model, str(tmp_path / 'classsr.pth'))
+    src = setup / 'images/rgb.png'  # 37x53: 2x2 sub-images of 32, overlap 2
+    out = tmp_path / 'out.png'
+    status, cap = infer(cfg, tmp_path / 'classsr.pth', src, out,
+                        '--save-routing', capsys=capsys)
+    assert status == 0, cap.err
+    rgb = mmcv.imread(str(src), channel_order='rgb').astype(np.float32) / 255
+    lr = torch.from_numpy(rgb).permute(2, 0, 1)[None]
+    sr, classes = routed_inference(model.eval(), lr, 32, 2, 64)
+    got = mmcv.imread(str(out), channel_order='rgb').astype(np.float64)
+    expected = sr[0].clamp(0, 1).permute(1, 2, 0).double().numpy() * 255
+    assert np.abs(got - expected).max() <= 0.5 + 1e-3
+    counts = torch.bincount(classes[0], minlength=3).tolist()
+    cost = routing_flops(counts, branch_flops(model))
+    shares = ', '.join(f'{s:.0%}' for s in cost['shares'])
+    assert (f'out.png: 4 sub-images, simple to hard {shares}; FLOPs '
+            f'{cost["ratio"]:.1%} of the hard branch alone') in cap.out
+    picture = mmcv.imread(str(tmp_path / 'out_routing.png'),
+                          channel_order='rgb').astype(np.float64)
+    assert picture.shape == got.shape
+    # Each pixel is 0.55 * output + 0.45 * its class colour.
+    cmap = routing_map(classes[0], 37, 53, 32, 2)
+    colour = np.array([(0, 0.75, 0), (1, 0.8, 0), (0.9, 0, 0)])[cmap[0, 0]]
+    np.testing.assert_allclose(
+        picture[0, 0], np.round(0.55 * expected[0, 0] + 0.45 * 255 * colour),
+        atol=1.0)
+    # --save-routing keeps an existing picture and needs ClassSR.
+    status, cap = infer(cfg, tmp_path / 'classsr.pth', src, out,
+                        '--save-routing', capsys=capsys)
+    assert status == 1 and 'out_routing.png' in cap.err
+    status, cap = infer(setup / 'ghost.py', setup / 'train.pth', src,
+                        tmp_path / 'o2.png', '--save-routing', capsys=capsys)
+    assert status == 1 and '--save-routing needs a ClassSR model' in cap.err
