@@ -180,3 +180,47 @@ def test_bench_quality_end_to_end(tmp_path):
     strip = [line for line in table.splitlines() if 'latency' not in line]
     assert strip == [line for line in again.splitlines()
                      if 'latency' not in line]
+
+
+@pytest.mark.slow
+def test_bench_classsr_end_to_end(tmp_path, capsys):
+    """Two iterations per stage on shrunk photos: the set figures are the
+    tile-weighted figures of the photos, every FLOPs ratio is the routing's
+    (hand formula from the saved shares and per-tile costs), a second run
+    reuses the trained weights, and the routing picture is written."""
+    import subprocess
+    import sys
+    argv = ['--iters', '2', '--classifier-iters', '2', '--joint-iters',
+            '2', '--ghost-iters', '2', '--repeats', '2', '--max-side',
+            '200', '--out-dir', str(tmp_path)]
+    out = subprocess.run(
+        [sys.executable, osp.join(ROOT, 'benchmarks', 'bench_classsr.py'),
+         *argv], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads((tmp_path / 'classsr_cpu.json').read_text())
+    flops = result['flops_per_tile']
+    tiles = {}
+    for row in result['rows']:
+        for name in ('ClassSR', 'ClassSR-ghost'):
+            e = row['models'][name]
+            cost = flops[name]
+            expected = (sum(s * f for s, f in zip(e['shares'],
+                                                  cost['branches'])) +
+                        cost['classifier']) / flops['original']
+            assert e['flops_ratio'] == pytest.approx(expected)
+            tiles.setdefault(name, []).append((e['tiles'], e['flops_ratio']))
+        assert row['models']['original']['flops_ratio'] == 1.0
+    for name, pairs in tiles.items():
+        weighted = sum(n * r for n, r in pairs) / sum(n for n, _ in pairs)
+        assert result['totals'][name]['flops_ratio'] == pytest.approx(
+            weighted)
+        assert (f'| **all** | {name} |') in out.stdout
+    assert (tmp_path / 'classsr_cpu_routing.png').stat().st_size > 0
+    again = subprocess.run(
+        [sys.executable, osp.join(ROOT, 'benchmarks', 'bench_classsr.py'),
+         *argv, '--tag', 'again'], capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert 'joint: loaded from' in again.stdout
+    second = json.loads((tmp_path / 'classsr_cpu_again.json').read_text())
+    assert second['totals']['ClassSR']['psnr_rgb'] == pytest.approx(
+        result['totals']['ClassSR']['psnr_rgb'])

@@ -1,0 +1,465 @@
+"""ClassSR on large photos: FLOPs, CPU time and PSNR against the network
+it accelerates, in one run (ClassSR Table 1 at CPU scale), and with ghost
+branches.
+
+    python benchmarks/bench_classsr.py [--iters 1200]
+        [--classifier-iters 300] [--joint-iters 100] [--ghost-iters 300]
+        [--repeats 5] [--cache DIR] [--out-dir benchmarks/results]
+        [--tag NAME] [--overwrite]
+
+x4, ClassSR-CARN-M (branches CARN-M of width 36 / 52 / 64), trained here on
+package photos (benchmarks/quality_lib.py: the training and test photos of
+bench_quality.py, less the two large ones) and tested on the two largest
+photos shipped in the installed packages, scikit-image's retina (1411x1411)
+and hubble_deep_field (1000x872), x4 bicubic LR. The recipe is the paper's,
+shortened:
+  0. CARN-M (width 64) trained on all photos: the original network ("-O")
+     that ClassSR accelerates, and the reference that labels sub-images;
+  1. LR 32x32 sub-images (step 16) labelled simple / medium / hard by the
+     reference's PSNR on them (thirds);
+  2. each branch trained from scratch on its class, as long as the original;
+  3. the classifier, branches frozen (L1 : Class-Loss : Average-Loss =
+     2000 : 1 : 6);
+  4. everything together.
+Ghost variant: each branch becomes a GhostCARN-M, initialised by clustering
+from the trained branch and fine-tuned on its class with the learned shift
+(tuned recipe of bench_quality.py), under the classifier of stage 4.
+Adam, cosine decay, L1; batches of 16 (LR patches of 16 pixels in stages 0
+and 2, whole sub-images otherwise) with flips and rotations.
+
+Test: every model runs in 32x32 LR tiles with overlap 2 (the paper's stride
+28), 64 tiles per step, blended; PSNR on RGB and on Y with MMagic's metric
+(border 4); FLOPs per tile (multiply-accumulates, classifier included) over
+the original's; CPU time of the whole photo, median of interleaved repeats,
+and its ratio to the original in the same rounds.
+
+Writes Markdown to stdout and benchmarks/results/classsr_cpu[_TAG].md, the
+figures to classsr_cpu[_TAG].json and the routing of the retina photo to
+classsr_cpu[_TAG]_routing.png. Trained weights are kept in --cache (default
+<out-dir>/classsr_cache) and reused by a later run with the same settings.
+"""
+import argparse
+import json
+import os
+import os.path as osp
+import platform
+import sys
+import time
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+
+SCALE = 4
+TILE, OVERLAP, BATCH = 32, 2, 64
+WIDTHS = (36, 52, 64)
+# A ghost layer's intrinsic channels must be a multiple of CARN-M's 4
+# groups: the ghost ratio of each width nearest 0.5 that allows it.
+GHOST_RATIOS = {36: 0.45, 52: 0.47, 64: 0.5}
+TEST_PHOTOS = ('skimage:retina', 'skimage:hubble_deep_field')
+LOSS_WEIGHTS = (2000.0, 1.0, 6.0)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--iters', type=int, default=1200,
+                        help='iterations of the original and of each branch')
+    parser.add_argument('--classifier-iters', type=int, default=300)
+    parser.add_argument('--joint-iters', type=int, default=100)
+    parser.add_argument('--ghost-iters', type=int, default=300)
+    parser.add_argument('--repeats', type=int, default=5,
+                        help='timed rounds per photo')
+    parser.add_argument('--max-side', type=int, default=None,
+                        help='shrink the test photos (smoke runs)')
+    parser.add_argument('--cache', default=None)
+    parser.add_argument('--out-dir', default=osp.join(ROOT, 'benchmarks',
+                                                      'results'))
+    parser.add_argument('--tag', default='')
+    parser.add_argument('--overwrite', action='store_true')
+    return parser.parse_args(argv)
+
+
+# ------------------------------------------------------------------ data
+class SubImages:
+    """LR/GT sub-image tensors, shaped like quality_lib.PairSet for
+    sample_batch."""
+
+    def __init__(self, lr, gt):
+        self.scale = SCALE
+        self.lr_t, self.gt_t = list(lr), list(gt)
+
+    def __len__(self):
+        return len(self.lr_t)
+
+
+def cut_sub_images(pairs, size=TILE, step=16):
+    """(N, 3, size, size) LR and (N, 3, s*size, s*size) GT sub-images of
+    every photo, the last row and column flush with the border."""
+    import torch
+    from ghostsr_mm.datasets import crop_starts
+    lrs, gts = [], []
+    for lr, gt in zip(pairs.lr_t, pairs.gt_t):
+        for y in crop_starts(lr.shape[1], size, step):
+            for x in crop_starts(lr.shape[2], size, step):
+                lrs.append(lr[:, y:y + size, x:x + size])
+                gts.append(gt[:, y * SCALE:(y + size) * SCALE,
+                              x * SCALE:(x + size) * SCALE])
+    return torch.stack(lrs), torch.stack(gts)
+
+
+def carn_m(width, ghost=False, **ghost_args):
+    import ghostsr_mm  # noqa: F401
+    from mmagic.registry import MODELS
+    args = dict(mid_channels=width, upscale_factor=SCALE, efficient=True)
+    if ghost:
+        return MODELS.build(dict(type='GhostCARNNet', **args,
+                                 ratio=GHOST_RATIOS[width], **ghost_args))
+    return MODELS.build(dict(type='CARNNet', **args))
+
+
+def sub_image_psnrs(model, lr, gt):
+    """Y-PSNR of ``model`` on each sub-image (MMagic's metric, border 0)."""
+    import torch
+    from mmagic.evaluation.metrics.psnr import psnr
+    from quality_lib import quantize
+    model.eval()
+    out = []
+    for first in range(0, len(lr), BATCH):
+        with torch.no_grad():
+            sr = model(lr[first:first + BATCH])
+        for s, g in zip(sr, gt[first:first + BATCH]):
+            out.append(float(psnr(quantize(s), quantize(g), 0,
+                                  convert_to='Y')))
+    return out
+
+
+def augment(x, y, rng):
+    k = int(rng.integers(4))
+    if rng.random() < 0.5:
+        x, y = x.flip(-1), y.flip(-1)
+    return x.rot90(k, (2, 3)), y.rot90(k, (2, 3))
+
+
+def train_classsr(net, lr, gt, iters, seed, lr_rate, trainable):
+    """ClassSR's losses on whole sub-images, batches of 16; only the
+    ``trainable`` parameters learn."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+    from ghostsr_mm.models.losses import AverageLoss, ClassLoss
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    w_pix, w_class, w_avg = LOSS_WEIGHTS
+    class_loss, average_loss = ClassLoss(w_class), AverageLoss(w_avg)
+    for p in net.parameters():
+        p.requires_grad_(False)
+    for p in trainable:
+        p.requires_grad_(True)
+    opt = torch.optim.Adam(trainable, lr=lr_rate, betas=(0.9, 0.99))
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, iters, 1e-7)
+    net.train()
+    for _ in range(iters):
+        idx = torch.from_numpy(rng.choice(len(lr), 16, replace=False))
+        x, y = augment(lr[idx], gt[idx], rng)
+        sr, probs = net(x, return_probs=True)
+        loss = w_pix * F.l1_loss(sr, y) + class_loss(probs) + \
+            average_loss(probs)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+    for p in net.parameters():
+        p.requires_grad_(True)
+    return net.eval()
+
+
+class Cache:
+    """Trained weights by stage name, reused when the settings match."""
+
+    def __init__(self, folder, settings):
+        self.folder = folder
+        os.makedirs(folder, exist_ok=True)
+        self.key = json.dumps(settings, sort_keys=True)
+        meta = osp.join(folder, 'settings.json')
+        if osp.exists(meta) and open(meta).read() != self.key:
+            for f in os.listdir(folder):
+                if f.endswith('.pth'):
+                    os.remove(osp.join(folder, f))
+        with open(meta, 'w') as f:
+            f.write(self.key)
+
+    def run(self, name, net, train):
+        import torch
+        path = osp.join(self.folder, f'{name}.pth')
+        start = time.time()
+        if osp.exists(path):
+            net.load_state_dict(torch.load(path, weights_only=True))
+            print(f'{name}: loaded from {path}', flush=True)
+        else:
+            train()
+            torch.save(net.state_dict(), path)
+            print(f'{name}: trained in {time.time() - start:.0f} s',
+                  flush=True)
+        return net.eval()
+
+
+# --------------------------------------------------------------- training
+def build_models(args, train_pairs):
+    """The original CARN-M, ClassSR-CARN-M, and its ghost variant."""
+    import torch
+    from bench_quality import _fine_tune
+    from quality_lib import train
+
+    from ghostsr_mm.datasets import label_by_psnr
+    from ghostsr_mm.models import ClassSRNet
+    from ghostsr_mm.models.clustering import cluster_init
+    from ghostsr_mm.models.layers import convert_to_inference
+    cache = Cache(args.cache, dict(
+        iters=args.iters, classifier=args.classifier_iters,
+        joint=args.joint_iters, ghost=args.ghost_iters))
+    original_net = carn_m(64)
+    original = cache.run('original', original_net, lambda: train(
+        original_net, train_pairs, args.iters, 0, lr=1e-3, patch=16))
+    lr, gt = cut_sub_images(train_pairs)
+    psnrs = sub_image_psnrs(original, lr, gt)
+    labels = label_by_psnr({i: p for i, p in enumerate(psnrs)})
+    classes = torch.tensor([labels[i] for i in range(len(psnrs))])
+    branches = []
+    for k, width in enumerate(WIDTHS):
+        members = SubImages(lr[classes == k], gt[classes == k])
+        net = carn_m(width)
+        branches.append(cache.run(f'branch{k}', net, lambda net=net, m=members:
+                                  train(net, m, args.iters, k, lr=1e-3,
+                                        patch=16)))
+    classsr = ClassSRNet(branches)
+    cache.run('classifier', classsr, lambda: train_classsr(
+        classsr, lr, gt, args.classifier_iters, 1, 1e-3,
+        list(classsr.classifier.parameters())))
+    cache.run('joint', classsr, lambda: train_classsr(
+        classsr, lr, gt, args.joint_iters, 2, 1e-4,
+        list(classsr.parameters())))
+    ghosts = []
+    for k, (width, branch) in enumerate(zip(WIDTHS, classsr.branches)):
+        members = SubImages(lr[classes == k], gt[classes == k])
+        ghost = carn_m(width, ghost=True, zero_shift_bias=1.0)
+
+        def fine_tune(ghost=ghost, branch=branch, members=members):
+            cluster_init(ghost, branch.state_dict(), seed=k)
+            _fine_tune(ghost, members, args.ghost_iters, k, 'tuned')
+
+        ghosts.append(convert_to_inference(
+            cache.run(f'ghost{k}', ghost, fine_tune)))
+    ghost_classsr = ClassSRNet(ghosts).eval()
+    ghost_classsr.classifier.load_state_dict(
+        classsr.classifier.state_dict())
+    shares = torch.bincount(classes, minlength=3).tolist()
+    return original, classsr, ghost_classsr, dict(
+        sub_images=len(psnrs), class_sizes=shares,
+        psnr_thresholds=[min(p for p, c in zip(psnrs, classes) if c == k)
+                         for k in range(2)])
+
+
+# ------------------------------------------------------------- evaluation
+def evaluate(args, models, photos):
+    import numpy as np
+    import torch
+    from mmagic.evaluation.metrics.psnr import psnr
+    from quality_lib import quantize
+
+    from ghostsr_mm.analysis import (count_flops, interleaved_times,
+                                     median_times, paired_ratio)  # noqa
+    from ghostsr_mm.apis import (branch_flops, routed_inference,
+                                 routing_flops, tiled_inference)
+    original, classsr, ghost_classsr = models
+    base_flops = count_flops(original, (3, TILE, TILE))
+    costs = {'ClassSR': branch_flops(classsr, TILE),
+             'ClassSR-ghost': branch_flops(ghost_classsr, TILE)}
+
+    runs = {
+        'original': lambda lr: (tiled_inference(
+            original, lr, TILE, OVERLAP, BATCH, blend=True), None),
+        'ClassSR': lambda lr: routed_inference(classsr, lr, TILE, OVERLAP,
+                                               BATCH),
+        'ClassSR-ghost': lambda lr: routed_inference(
+            ghost_classsr, lr, TILE, OVERLAP, BATCH),
+    }
+    rows, pictures = [], {}
+    for name, pair in photos.items():
+        lr, gt = pair
+        row = dict(photo=name, lr_size=list(lr.shape[-2:]), models={})
+        with torch.inference_mode():
+            times = interleaved_times(
+                {m: (lambda f=f: f(lr)) for m, f in runs.items()},
+                repeats=args.repeats, warmup=1)
+            medians = median_times(times)
+            for m, f in runs.items():
+                sr, classes = f(lr)
+                out = quantize(sr[0])
+                ref = quantize(gt[0])
+                entry = dict(
+                    psnr_rgb=float(psnr(out, ref, SCALE)),
+                    psnr_y=float(psnr(out, ref, SCALE, convert_to='Y')),
+                    seconds=medians[m], times=times[m],
+                    time_ratio=paired_ratio(times, m, 'original'))
+                if classes is None:
+                    entry.update(flops_ratio=1.0, tiles=None)
+                else:
+                    counts = torch.bincount(classes[0], minlength=3)
+                    cost = routing_flops(counts.tolist(), costs[m])
+                    entry.update(flops_ratio=cost['flops'] / base_flops,
+                                 shares=cost['shares'],
+                                 tiles=int(counts.sum()))
+                    pictures[name, m] = classes
+                row['models'][m] = entry
+        rows.append(row)
+    return rows, pictures, dict(
+        original=base_flops, **{m: c for m, c in costs.items()})
+
+
+def totals(rows):
+    """Every tile of the test set counted once: FLOPs ratio and shares
+    over all tiles, mean PSNR and summed time over the photos."""
+    import statistics
+    out = {}
+    for m in rows[0]['models']:
+        entries = [r['models'][m] for r in rows]
+        total = dict(
+            psnr_rgb=statistics.mean(e['psnr_rgb'] for e in entries),
+            psnr_y=statistics.mean(e['psnr_y'] for e in entries),
+            times=[sum(t) for t in zip(*(e['times'] for e in entries))])
+        total['seconds'] = statistics.median(total['times'])
+        if entries[0].get('tiles'):
+            tiles = sum(e['tiles'] for e in entries)
+            total['flops_ratio'] = sum(e['flops_ratio'] * e['tiles']
+                                       for e in entries) / tiles
+            total['shares'] = [
+                sum(e['shares'][k] * e['tiles'] for e in entries) / tiles
+                for k in range(3)
+            ]
+        else:
+            total['flops_ratio'] = 1.0
+        out[m] = total
+    from ghostsr_mm.analysis import paired_ratio
+    times = {m: t['times'] for m, t in out.items()}
+    for m in out:
+        out[m]['time_ratio'] = paired_ratio(times, m, 'original')
+    return out
+
+
+def markdown(result):
+    rows, tot = result['rows'], result['totals']
+    lines = [
+        f'ClassSR-CARN-M x4 on CPU ({result["machine"]}; '
+        f'`python benchmarks/bench_classsr.py`, {result["seconds"]} s). '
+        f'Tiles {TILE}x{TILE} LR, overlap {OVERLAP}, {BATCH} per step. '
+        'FLOPs and time are ratios to the original CARN-M (width 64) run '
+        'the same way (time: median of the per-round ratios, quartiles in '
+        'the goal table).', '',
+        '| photo (LR size) | model | tiles simple / medium / hard | '
+        'FLOPs | CPU time | RGB-PSNR | Y-PSNR |',
+        '|---|---|---|---|---|---|---|'
+    ]
+    for row in rows:
+        size = 'x'.join(map(str, row['lr_size']))
+        for m, e in row['models'].items():
+            shares = ' / '.join(f'{s:.0%}' for s in e['shares']) \
+                if 'shares' in e else '-'
+            lines.append(
+                f'| {row["photo"]} ({size}) | {m} | {shares} | '
+                f'{e["flops_ratio"]:.3f} | {e["seconds"]:.2f} s '
+                f'({e["time_ratio"][0]:.3f}) | {e["psnr_rgb"]:.3f} | '
+                f'{e["psnr_y"]:.3f} |')
+    for m, e in tot.items():
+        shares = ' / '.join(f'{s:.0%}' for s in e['shares']) \
+            if 'shares' in e else '-'
+        lines.append(f'| **all** | {m} | {shares} | {e["flops_ratio"]:.3f} '
+                     f'| {e["seconds"]:.2f} s ({e["time_ratio"][0]:.3f}) | '
+                     f'{e["psnr_rgb"]:.3f} | {e["psnr_y"]:.3f} |')
+    o, c, g = tot['original'], tot['ClassSR'], tot['ClassSR-ghost']
+
+    def ratio(e):
+        mid, low, high = e['time_ratio']
+        return f'{mid:.3f} ({low:.3f}-{high:.3f})'
+
+    lines += [
+        '', f'Bicubic: RGB-PSNR {result["bicubic"]["rgb"]:.3f}, '
+        f'Y-PSNR {result["bicubic"]["y"]:.3f} dB.', '',
+        '| figure (all test tiles) | value | goal |', '|---|---|---|',
+        f'| ClassSR FLOPs / original | {c["flops_ratio"]:.3f} | ≤ 0.65 |',
+        f'| ClassSR PSNR − original (RGB) | '
+        f'{c["psnr_rgb"] - o["psnr_rgb"]:+.3f} dB | ≥ −0.05 dB |',
+        f'| ghost branches: FLOPs / original | {g["flops_ratio"]:.3f} | '
+        '≤ 0.40 |',
+        f'| ghost branches: PSNR − original (RGB) | '
+        f'{g["psnr_rgb"] - o["psnr_rgb"]:+.3f} dB | ≥ −0.10 dB |',
+        f'| ClassSR CPU time / original | {ratio(c)} | ≤ '
+        f'{c["flops_ratio"] + 0.10:.3f} (FLOPs + 0.10) |',
+        f'| ghost: CPU time / original | {ratio(g)} | ≤ '
+        f'{g["flops_ratio"] + 0.10:.3f} (FLOPs + 0.10) |',
+    ]
+    return '\n'.join(lines)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    from ghostsr_mm.analysis import results_path
+    name = 'classsr_cpu' + (f'_{args.tag}' if args.tag else '')
+    out_json = results_path(args.out_dir, f'{name}.json', args.overwrite)
+    out_md = results_path(args.out_dir, f'{name}.md', args.overwrite)
+    out_png = results_path(args.out_dir, f'{name}_routing.png',
+                           args.overwrite)
+    args.cache = args.cache or osp.join(args.out_dir, 'classsr_cache')
+    import mmcv
+    import numpy as np
+    import torch
+    from mmagic.evaluation.metrics.psnr import psnr
+    from quality_lib import TEST_PHOTOS as QUALITY_TEST
+    from quality_lib import TRAIN_PHOTOS, PairSet, load_photo
+
+    from ghostsr_mm.apis import routing_map, routing_picture
+    start = time.time()
+    train_specs = [p for p in TRAIN_PHOTOS + QUALITY_TEST
+                   if p not in TEST_PHOTOS]
+    train_pairs = PairSet([load_photo(p) for p in train_specs], SCALE)
+    test = PairSet([load_photo(p, args.max_side or 10**6)
+                    for p in TEST_PHOTOS], SCALE)
+    photos = {spec.split(':')[1]: (lr[None], gt[None])
+              for spec, lr, gt in zip(TEST_PHOTOS, test.lr_t, test.gt_t)}
+    *models, labels = build_models(args, train_pairs)
+    rows, pictures, flops = evaluate(args, models, photos)
+    bicubic = [mmcv.imresize(lr, gt.shape[1::-1], interpolation='bicubic')
+               for lr, gt in zip(test.lr, test.gt)]
+    result = dict(
+        config=dict(vars(args), train_photos=train_specs,
+                    test_photos=TEST_PHOTOS, widths=WIDTHS,
+                    ghost_ratios=GHOST_RATIOS, loss_weights=LOSS_WEIGHTS),
+        machine=f'{platform.processor() or platform.machine()}, '
+        f'{os.cpu_count()} CPUs, torch {torch.__version__}',
+        seconds=round(time.time() - start), labels=labels,
+        flops_per_tile=flops,
+        bicubic=dict(
+            rgb=float(np.mean([psnr(b, g, SCALE)
+                               for b, g in zip(bicubic, test.gt)])),
+            y=float(np.mean([psnr(b, g, SCALE, convert_to='Y')
+                             for b, g in zip(bicubic, test.gt)]))),
+        rows=rows)
+    result['totals'] = totals(rows)
+    text = markdown(result)
+    print(text)
+    with open(out_json, 'w') as f:
+        json.dump(result, f, indent=1)
+    with open(out_md, 'w') as f:
+        f.write(text + '\n')
+    first = next(iter(photos))
+    lr = photos[first][0]
+    cmap = routing_map(pictures[first, 'ClassSR'][0], *lr.shape[-2:], TILE,
+                       OVERLAP)
+    picture = routing_picture(lr[0].permute(1, 2, 0).numpy(), cmap)
+    mmcv.imwrite(np.round(picture[..., ::-1] * 255).astype(np.uint8),
+                 out_png)
+    print(f'wrote {out_json}, {out_md}, {out_png} ({result["seconds"]} s)')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
