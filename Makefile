@@ -13,7 +13,7 @@ FORCE_CUDA ?= $(if $(CUDA_HOME),1,0)
 TORCH_CUDA_ARCH_LIST ?= 8.0;9.0+PTX
 MAX_JOBS ?= 2
 
-.PHONY: setup demo test test-fast bench bench-quality lock clean
+.PHONY: setup demo test test-fast bench bench-quality bench-classsr lock clean
 
 setup: $(STAMPS)/ext
 
@@ -46,6 +46,11 @@ bench: setup
 bench-quality: setup
 	$(PY) benchmarks/bench_quality.py --models edsr --scales 2 --seeds 0 1 2 \
 		--tag edsr_x2 --overwrite
+
+# ClassSR-CARN-M x4 and its ghost variant on large photos (about 40 minutes
+# on 2 cores; trained weights cached in benchmarks/results/classsr_cache).
+bench-classsr: setup
+	$(PY) benchmarks/bench_classsr.py --overwrite
 
 # Re-resolve the lock from requirements/top.txt (needs the package index).
 lock:

@@ -5,9 +5,9 @@ _base_ = './_base_/classsr_x4.py'
 
 branch_checkpoint = 'work_dirs/carn_m_branch_{}_x4_div2k/iter_500000.pth'
 model = dict(
-    _delete_=True,
     type='ClassSR',
     generator=dict(
+        _delete_=True,
         type='ClassSRNet',
         branches=[
             dict(b,
@@ -20,9 +20,7 @@ model = dict(
     pixel_loss=dict(type='L1Loss', loss_weight=2000.0, reduction='mean'),
     class_loss=dict(type='ClassLoss', loss_weight=1.0),
     average_loss=dict(type='AverageLoss', loss_weight=6.0),
-    test_cfg=dict(tile=32, overlap=2, batch_size=64),  # stride 28
-    data_preprocessor=dict(
-        type='DataPreprocessor', mean=[0., 0., 0.], std=[255., 255., 255.]))
+    test_cfg=dict(tile=32, overlap=2, batch_size=64))  # stride 28
 
 custom_hooks = [
     dict(type='FreezeModulesHook', modules='generator.branches'),

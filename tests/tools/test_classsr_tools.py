@@ -2,6 +2,7 @@
 labels sub-images, then each configs/classsr stage trains a few iterations
 through tools/train.py on them, and tools/test.py reports the routing."""
 import csv
+import glob
 import json
 import os.path as osp
 
@@ -10,12 +11,57 @@ import numpy as np
 import pytest
 import torch
 
+from mmengine.config import Config
+from mmagic.registry import MODELS
+
 from ghostsr_mm.apis import write_data_config
 from ghostsr_mm.datasets import crop_starts, label_by_psnr
 from helpers import make_sr_data, synthetic_images
 from test_tools import ROOT, run_tool
 
 STAGE2 = ('simple', 'medium', 'hard')
+CONFIGS = sorted(glob.glob(osp.join(ROOT, 'configs', 'classsr', '*.py')))
+
+
+@pytest.mark.parametrize('path', CONFIGS, ids=osp.basename)
+def test_classsr_config_builds_with_the_papers_settings(path):
+    cfg = Config.fromfile(path)
+    model = MODELS.build(cfg.model)
+    name = osp.basename(path)
+    hooks = [h['type'] for h in cfg.custom_hooks]
+    assert cfg.train_dataloader.dataset.pipeline[3]['gt_patch_size'] == 128
+    assert all(m['crop_border'] == 4 for e in cfg.test_evaluator
+               for m in e['metrics'] if m['type'] != 'ClassSRRouting')
+    assert cfg.optim_wrapper.optimizer.betas == (0.9, 0.99)
+    if name.startswith('carn_m_branch'):
+        cls = name.split('_')[3]
+        assert cfg.train_dataloader.dataset.ann_file == f'meta_info_{cls}.txt'
+        width = dict(simple=36, medium=52, hard=64)[cls]
+        assert model.generator.entry.out_channels == width
+        assert model.generator.upscale_factor == 4
+        return
+    widths = [b.entry.out_channels for b in model.generator.branches]
+    assert widths == [36, 52, 64]
+    assert sum(p.numel() for p in model.generator.classifier.parameters()) \
+        == 60035
+    assert (model.pixel_loss.loss_weight, model.class_loss.loss_weight,
+            model.average_loss.loss_weight) == (2000.0, 1.0, 6.0)
+    assert model.tiling == dict(tile=32, overlap=2, batch_size=64)
+    assert cfg.train_dataloader.dataset.ann_file == 'meta_info_all.txt'
+    assert cfg.train_dataloader.batch_size == 96
+    assert any(m['type'] == 'ClassSRRouting'
+               for m in cfg.val_evaluator['metrics'])
+    inits = [b.get('init_cfg') for b in cfg.model.generator.branches]
+    if 'classifier' in name:
+        assert hooks[0] == 'FreezeModulesHook'
+        assert [i['checkpoint'] for i in inits] == [
+            f'work_dirs/carn_m_branch_{c}_x4_div2k/iter_500000.pth'
+            for c in STAGE2
+        ]
+    else:  # joint: everything trains, from stage 3
+        assert 'FreezeModulesHook' not in hooks and inits == [None] * 3
+        assert cfg.load_from.endswith(
+            'classsr_carn_m_classifier_x4_div2k/iter_200000.pth')
 
 
 def test_crop_starts_reach_the_border():
