@@ -262,3 +262,69 @@ def test_routing_map_and_picture():
         routing_picture(np.zeros((41, 24)), cmap)
     with pytest.raises(ValueError, match='classes for the'):
         routing_map(classes[:-1], 20, 12, 8, 2)
+
+
+def tiny_classsr_model(**kwargs):
+    from mmagic.registry import MODELS
+    return MODELS.build(dict(
+        type='ClassSR',
+        _scope_='mmagic',
+        generator=dict(type='ClassSRNet', branches=[
+            dict(type='CARNNet', mid_channels=c, upscale_factor=2,
+                 efficient=True, num_blocks=1) for c in (8, 12, 16)
+        ]),
+        data_preprocessor=dict(type='DataPreprocessor', mean=[0.] * 3,
+                               std=[255.] * 3), **kwargs))
+
+
+def test_classsr_training_losses_are_the_papers_weighted_terms():
+    from mmagic.structures import DataSample
+    torch.manual_seed(0)
+    model = tiny_classsr_model().train()
+    x, gt = torch.rand(4, 3, 8, 8), torch.rand(4, 3, 16, 16)
+    samples = DataSample(gt_img=gt)
+    losses = model(x, samples, mode='loss')
+    sr, probs = model.generator(x, return_probs=True)
+    assert float(losses['loss_pix']) == pytest.approx(
+        2000 * float((sr - gt).abs().mean()), rel=1e-5)
+    assert float(losses['loss_class']) == pytest.approx(
+        float(ClassLoss()(probs)), rel=1e-5)
+    assert float(losses['loss_average']) == pytest.approx(
+        6 * float((probs.sum(0) - 4 / 3).abs().sum()), rel=1e-5)
+    hard = torch.bincount(probs.argmax(1), minlength=3) / 4
+    assert [float(losses[f'share_{n}']) for n in ('simple', 'medium',
+                                                   'hard')] == hard.tolist()
+    with pytest.raises(ValueError, match=r"unknown `test_cfg` keys \['tiles'\]"):
+        tiny_classsr_model(test_cfg=dict(tiles=32))
+    with pytest.raises(ValueError, match='larger than twice the overlap'):
+        tiny_classsr_model(test_cfg=dict(tile=8, overlap=4))
+
+
+def test_classsr_predictions_and_the_routing_metric():
+    from mmagic.structures import DataSample
+    from ghostsr_mm.evaluation import ClassSRRouting
+    torch.manual_seed(0)
+    model = tiny_classsr_model(test_cfg=dict(tile=16, overlap=2)).eval()
+    x = torch.rand(2, 3, 40, 30)  # rows 0, 12, 24; columns 0, 12, 14
+    samples = DataSample(gt_img=torch.rand(2, 3, 80, 60))
+    with torch.no_grad():
+        preds = model(x, samples, mode='predict')
+        sr, classes = routed_inference(model.generator, x, 16, 2, 64)
+    for i, pred in enumerate(preds):
+        counts = pred.output.class_counts
+        assert counts.tolist() == torch.bincount(
+            classes[i], minlength=3).tolist()
+        assert counts.sum() == 9
+    flops = model.branch_flops()
+    metric = ClassSRRouting(prefix='Set')
+    metric.process(None, [p.to_dict() for p in preds])
+    result = metric.compute_metrics(metric.results)
+    total = sum(p.output.class_counts for p in preds)
+    shares = (total / total.sum()).tolist()
+    assert [result[f'share_{n}'] for n in ('simple', 'medium', 'hard')] == \
+        pytest.approx(shares)
+    expected = (sum(s * f for s, f in zip(shares, flops['branches'])) +
+                flops['classifier']) / flops['branches'][2]
+    assert result['flops_ratio'] == pytest.approx(expected)
+    with pytest.raises(KeyError, match='needs a ClassSR model'):
+        metric.process(None, [dict(output=dict(pred_img=sr[0]))])
