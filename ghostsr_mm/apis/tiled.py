@@ -157,8 +157,9 @@ def tiled_inference(model: Callable[[Tensor], Tensor],
         tile (int): Patch size fed to the network (LR pixels); peak memory
             grows with ``batch_size * tile ** 2``, not with the image.
         overlap (int, optional): Margin each patch keeps away from its
-            inner edges. Default: :func:`receptive_radius` of ``model``
-            (the output then equals a whole-image pass).
+            inner edges (neighbours share ``2 * overlap`` pixels).
+            Default: :func:`receptive_radius` of ``model`` (the output then
+            equals a whole-image pass).
         batch_size (int): Patches per forward pass. Default: 4.
         progress (callable, optional): Called with the number of patches
             done after every forward pass.
@@ -211,11 +212,10 @@ def tiled_inference(model: Callable[[Tensor], Tensor],
             for ((y, x), (y0, y1, x0, x1)), patch in zip(group, sr):
                 if blend:
                     ys, xs = y * scale, x * scale
-                    region = (slice(ys, ys + ph * scale),
-                              slice(xs, xs + pw * scale))
-                    out[i][(slice(None), ) + region] += patch * window
-                    if i == 0:
-                        weight[region] += window
+                    ye, xe = ys + ph * scale, xs + pw * scale
+                    out[i, :, ys:ye, xs:xe] += patch * window
+                    if i == 0:  # every image has the same layout
+                        weight[ys:ye, xs:xe] += window
                     continue
                 out[i, :, y0 * scale:y1 * scale, x0 * scale:x1 * scale] = \
                     patch[:, (y0 - y) * scale:(y1 - y) * scale,
