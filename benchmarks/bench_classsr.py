@@ -3,7 +3,8 @@ it accelerates, in one run (ClassSR Table 1 at CPU scale), and with ghost
 branches.
 
     python benchmarks/bench_classsr.py [--iters 1600]
-        [--classifier-iters 300] [--joint-iters 100] [--ghost-iters 300]
+        [--classifier-iters 300] [--joint-iters 100] [--joint-lr 1e-5]
+        [--ghost-iters 300]
         [--repeats 5] [--cache DIR] [--out-dir benchmarks/results]
         [--tag NAME] [--overwrite]
 
@@ -37,7 +38,8 @@ and its ratio to the original in the same rounds.
 Writes Markdown to stdout and benchmarks/results/classsr_cpu[_TAG].md, the
 figures to classsr_cpu[_TAG].json and the routing of the retina photo to
 classsr_cpu[_TAG]_routing.png. Trained weights are kept in --cache (default
-<out-dir>/classsr_cache) and reused by a later run with the same settings.
+<out-dir>/classsr_cache), each stage reused by a later run whose settings
+for it and the stages before it are the same.
 """
 import argparse
 import json
@@ -67,6 +69,10 @@ def parse_args(argv=None):
                         help='iterations of the original and of each branch')
     parser.add_argument('--classifier-iters', type=int, default=300)
     parser.add_argument('--joint-iters', type=int, default=100)
+    parser.add_argument('--joint-lr', type=float, default=1e-5,
+                        help='learning rate of stage 4 (Adam takes steps of '
+                        'about this size even for a branch the classifier '
+                        'rarely picks, whose gradients are tiny)')
     parser.add_argument('--ghost-iters', type=int, default=300)
     parser.add_argument('--repeats', type=int, default=5,
                         help='timed rounds per photo')
@@ -175,23 +181,19 @@ def train_classsr(net, lr, gt, iters, seed, lr_rate, trainable):
 
 
 class Cache:
-    """Trained weights by stage name, reused when the settings match."""
+    """Trained weights by stage, in files named after the settings the
+    stage and the stages before it were trained with, so a later run reuses
+    every stage whose settings did not change."""
 
-    def __init__(self, folder, settings):
+    def __init__(self, folder):
         self.folder = folder
         os.makedirs(folder, exist_ok=True)
-        self.key = json.dumps(settings, sort_keys=True)
-        meta = osp.join(folder, 'settings.json')
-        if osp.exists(meta) and open(meta).read() != self.key:
-            for f in os.listdir(folder):
-                if f.endswith('.pth'):
-                    os.remove(osp.join(folder, f))
-        with open(meta, 'w') as f:
-            f.write(self.key)
 
-    def run(self, name, net, train):
+    def run(self, name, key, net, train):
+        import hashlib
         import torch
-        path = osp.join(self.folder, f'{name}.pth')
+        digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode())
+        path = osp.join(self.folder, f'{name}-{digest.hexdigest()[:12]}.pth')
         start = time.time()
         if osp.exists(path):
             net.load_state_dict(torch.load(path, weights_only=True))
@@ -215,12 +217,11 @@ def build_models(args, train_pairs):
     from ghostsr_mm.models import ClassSRNet
     from ghostsr_mm.models.clustering import cluster_init
     from ghostsr_mm.models.layers import convert_to_inference
-    cache = Cache(args.cache, dict(
-        iters=args.iters, classifier=args.classifier_iters,
-        joint=args.joint_iters, ghost=args.ghost_iters,
-        photos=[list(t.shape) for t in train_pairs.lr_t]))
+    cache = Cache(args.cache)
+    key = dict(iters=args.iters,
+               photos=[list(t.shape) for t in train_pairs.lr_t])
     original_net = carn_m(64)
-    original = cache.run('original', original_net, lambda: train(
+    original = cache.run('original', key, original_net, lambda: train(
         original_net, train_pairs, args.iters, 0, lr=1e-3, patch=16))
     lr, gt = cut_sub_images(train_pairs)
     psnrs = sub_image_psnrs(original, lr, gt)
@@ -230,16 +231,19 @@ def build_models(args, train_pairs):
     for k, width in enumerate(WIDTHS):
         members = SubImages(lr[classes == k], gt[classes == k])
         net = carn_m(width)
-        branches.append(cache.run(f'branch{k}', net, lambda net=net, m=members:
-                                  train(net, m, args.iters, k, lr=1e-3,
-                                        patch=16)))
+        branches.append(cache.run(
+            f'branch{k}', key, net, lambda net=net, m=members: train(
+                net, m, args.iters, k, lr=1e-3, patch=16)))
     classsr = ClassSRNet(branches)
-    cache.run('classifier', classsr, lambda: train_classsr(
+    key = dict(key, classifier=args.classifier_iters)
+    cache.run('classifier', key, classsr, lambda: train_classsr(
         classsr, lr, gt, args.classifier_iters, 1, 1e-3,
         list(classsr.classifier.parameters())))
-    cache.run('joint', classsr, lambda: train_classsr(
-        classsr, lr, gt, args.joint_iters, 2, 1e-4,
+    key = dict(key, joint=args.joint_iters, joint_lr=args.joint_lr)
+    cache.run('joint', key, classsr, lambda: train_classsr(
+        classsr, lr, gt, args.joint_iters, 2, args.joint_lr,
         list(classsr.parameters())))
+    key = dict(key, ghost=args.ghost_iters)
     ghosts = []
     for k, (width, branch) in enumerate(zip(WIDTHS, classsr.branches)):
         members = SubImages(lr[classes == k], gt[classes == k])
@@ -250,7 +254,7 @@ def build_models(args, train_pairs):
             _fine_tune(ghost, members, args.ghost_iters, k, 'tuned')
 
         ghosts.append(convert_to_inference(
-            cache.run(f'ghost{k}', ghost, fine_tune)))
+            cache.run(f'ghost{k}', key, ghost, fine_tune)))
     ghost_classsr = ClassSRNet(ghosts).eval()
     ghost_classsr.classifier.load_state_dict(
         classsr.classifier.state_dict())
