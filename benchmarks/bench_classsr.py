@@ -3,7 +3,7 @@ it accelerates, in one run (ClassSR Table 1 at CPU scale), and with ghost
 branches.
 
     python benchmarks/bench_classsr.py [--iters 1600]
-        [--classifier-iters 3000] [--joint-iters 0] [--joint-lr 1e-5]
+        [--classifier-iters 300] [--joint-iters 100] [--joint-lr 1e-5]
         [--ghost-iters 300]
         [--repeats 5] [--cache DIR] [--out-dir benchmarks/results]
         [--tag NAME] [--overwrite]
@@ -21,12 +21,11 @@ shortened:
      reference's PSNR on them (thirds);
   2. each branch trained from scratch on its class, as long as the original;
   3. the classifier, branches frozen (L1 : Class-Loss : Average-Loss =
-     2000 : 1 : 6; the branches' outputs computed once);
-  4. everything together: skipped by default (--joint-iters), as a short
-     joint stage here degrades the branches more than it helps.
+     2000 : 1 : 6);
+  4. everything together.
 Ghost variant: each branch becomes a GhostCARN-M, initialised by clustering
 from the trained branch and fine-tuned on its class with the learned shift
-(tuned recipe of bench_quality.py), under the same classifier.
+(tuned recipe of bench_quality.py), under the classifier of stage 4.
 Adam, cosine decay, L1; batches of 16 (LR patches of 16 pixels in stages 0
 and 2, whole sub-images otherwise) with flips and rotations.
 
@@ -68,10 +67,8 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--iters', type=int, default=1600,
                         help='iterations of the original and of each branch')
-    parser.add_argument('--classifier-iters', type=int, default=3000)
-    parser.add_argument('--joint-iters', type=int, default=0,
-                        help='stage 4 (default: skipped, see '
-                        'benchmarks/README.md)')
+    parser.add_argument('--classifier-iters', type=int, default=300)
+    parser.add_argument('--joint-iters', type=int, default=100)
     parser.add_argument('--joint-lr', type=float, default=1e-5,
                         help='learning rate of stage 4 (Adam takes steps of '
                         'about this size even for a branch the classifier '
@@ -155,8 +152,12 @@ def train_classsr(net, lr, gt, iters, seed, lr_rate, trainable):
     ``trainable`` parameters learn."""
     import numpy as np
     import torch
+    import torch.nn.functional as F
+    from ghostsr_mm.models.losses import AverageLoss, ClassLoss
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
+    w_pix, w_class, w_avg = LOSS_WEIGHTS
+    class_loss, average_loss = ClassLoss(w_class), AverageLoss(w_avg)
     for p in net.parameters():
         p.requires_grad_(False)
     for p in trainable:
@@ -168,51 +169,14 @@ def train_classsr(net, lr, gt, iters, seed, lr_rate, trainable):
         idx = torch.from_numpy(rng.choice(len(lr), 16, replace=False))
         x, y = augment(lr[idx], gt[idx], rng)
         sr, probs = net(x, return_probs=True)
-        step(opt, sched, classsr_loss(sr, y, probs))
+        loss = w_pix * F.l1_loss(sr, y) + class_loss(probs) + \
+            average_loss(probs)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
     for p in net.parameters():
         p.requires_grad_(True)
-    return net.eval()
-
-
-def classsr_loss(sr, gt, probs):
-    import torch.nn.functional as F
-    from ghostsr_mm.models.losses import AverageLoss, ClassLoss
-    w_pix, w_class, w_avg = LOSS_WEIGHTS
-    return w_pix * F.l1_loss(sr, gt) + ClassLoss(w_class)(probs) + \
-        AverageLoss(w_avg)(probs)
-
-
-def step(opt, sched, loss):
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
-    sched.step()
-
-
-def train_classifier(net, lr, gt, iters, seed, lr_rate):
-    """Stage 3: the classifier alone. The branches are frozen, so their
-    outputs on every sub-image (and its mirror image) are computed once and
-    mixed by the classifier's probabilities at each step: the same loss as
-    the whole model's training forward, at the classifier's cost."""
-    import numpy as np
-    import torch
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    x_all = torch.cat([lr, lr.flip(-1)])
-    y_all = torch.cat([gt, gt.flip(-1)])
-    with torch.no_grad():
-        outs = torch.stack([
-            torch.cat([b.eval()(c) for c in x_all.split(BATCH)])
-            for b in net.branches
-        ], 1)  # (N, M, C, sH, sW)
-    clf = net.classifier.train()
-    opt = torch.optim.Adam(clf.parameters(), lr=lr_rate, betas=(0.9, 0.99))
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, iters, 1e-7)
-    for _ in range(iters):
-        idx = torch.from_numpy(rng.choice(len(x_all), 16, replace=False))
-        probs = clf(x_all[idx]).softmax(1)
-        sr = (probs[:, :, None, None, None] * outs[idx]).sum(1)
-        step(opt, sched, classsr_loss(sr, y_all[idx], probs))
     return net.eval()
 
 
@@ -272,13 +236,13 @@ def build_models(args, train_pairs):
                 net, m, args.iters, k, lr=1e-3, patch=16)))
     classsr = ClassSRNet(branches)
     key = dict(key, classifier=args.classifier_iters)
-    cache.run('classifier', key, classsr, lambda: train_classifier(
-        classsr, lr, gt, args.classifier_iters, 1, 1e-3))
-    if args.joint_iters:
-        key = dict(key, joint=args.joint_iters, joint_lr=args.joint_lr)
-        cache.run('joint', key, classsr, lambda: train_classsr(
-            classsr, lr, gt, args.joint_iters, 2, args.joint_lr,
-            list(classsr.parameters())))
+    cache.run('classifier', key, classsr, lambda: train_classsr(
+        classsr, lr, gt, args.classifier_iters, 1, 1e-3,
+        list(classsr.classifier.parameters())))
+    key = dict(key, joint=args.joint_iters, joint_lr=args.joint_lr)
+    cache.run('joint', key, classsr, lambda: train_classsr(
+        classsr, lr, gt, args.joint_iters, 2, args.joint_lr,
+        list(classsr.parameters())))
     key = dict(key, ghost=args.ghost_iters)
     ghosts = []
     for k, (width, branch) in enumerate(zip(WIDTHS, classsr.branches)):
