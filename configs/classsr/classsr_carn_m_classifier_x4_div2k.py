@@ -26,6 +26,8 @@ custom_hooks = [
     dict(type='FreezeModulesHook', modules='generator.branches'),
     dict(type='BasicVisualizationHook', interval=1)
 ]
+# DDP: the frozen branches' parameters get no gradient.
+find_unused_parameters = True
 max_iters = 200000
 train_dataloader = dict(batch_size=96)
 train_cfg = dict(max_iters=max_iters)

@@ -12,7 +12,9 @@ class FreezeModulesHook(Hook):
     """Stop gradients to the named submodules before training starts.
 
     Their parameters get ``requires_grad=False``, so no gradient is computed
-    for them and the optimiser leaves them as loaded.
+    for them and the optimiser leaves them as loaded. Under DDP set
+    ``find_unused_parameters = True`` in the config (the model is wrapped
+    before this hook runs).
 
     Args:
         modules (str | Sequence[str]): Dotted names in the model, e.g.
