@@ -9,7 +9,8 @@ Crops every photo of GT_FOLDER (and its rescaled copies) into GT
 sub-images, writes them and their bicubic LR versions to OUT_ROOT/HR and
 OUT_ROOT/LR_bicubic/X{scale}, measures the PSNR the reference model reaches
 on each (the paper uses a trained MSRResNet; without one, bicubic
-upsampling), and writes the meta-info files of the three classes
+upsampling; ``--label-by gain`` ranks by the gain over bicubic instead),
+and writes the meta-info files of the three classes
 (meta_info_simple.txt: the highest-PSNR third, meta_info_medium.txt,
 meta_info_hard.txt), meta_info_all.txt and sub_images.csv. The configs in
 configs/classsr train each branch on its class and the classifier on all.
@@ -37,6 +38,11 @@ def parse_args(argv=None):
     parser.add_argument('--reference-config', help='reference model config')
     parser.add_argument('--reference-checkpoint',
                         help='reference model checkpoint')
+    parser.add_argument('--label-by', default='psnr', choices=['psnr', 'gain'],
+                        help="rank sub-images by the reference's PSNR (the "
+                        "paper) or by its gain over bicubic upsampling (flat "
+                        "regions, exact for every network, then rank by how "
+                        "much a network helps, not as simple)")
     parser.add_argument('--gt-size', type=int, default=None,
                         help='sub-image size in GT pixels (default: 32 LR '
                         'pixels)')
@@ -56,6 +62,9 @@ def main(argv=None) -> int:
     if bool(args.reference_config) != bool(args.reference_checkpoint):
         raise UserError('give both --reference-config and '
                         '--reference-checkpoint, or neither (bicubic)')
+    if args.label_by == 'gain' and not args.reference_config:
+        raise UserError('--label-by gain needs a reference model '
+                        '(--reference-config, --reference-checkpoint)')
     photos = image_files(args.gt_folder)
     refuse_to_overwrite(
         [osp.join(args.out_root, f) for f in CLASS_FILES + (ALL_FILE, )],
@@ -76,9 +85,13 @@ def main(argv=None) -> int:
                         'sub-image; use a smaller --gt-size')
     psnrs = reference_psnrs(args.out_root, names, args.scale, model,
                             args.device)
-    classes = label_by_psnr(psnrs)
+    scores = psnrs
+    if args.label_by == 'gain':
+        bicubic = reference_psnrs(args.out_root, names, args.scale)
+        scores = {n: psnrs[n] - bicubic[n] for n in names}
+    classes = label_by_psnr(scores)
     gt_size = args.gt_size or 32 * args.scale
-    write_class_files(args.out_root, classes, psnrs, gt_size)
+    write_class_files(args.out_root, classes, psnrs, gt_size, scores)
     for k, fname in enumerate(CLASS_FILES):
         members = [psnrs[n] for n, c in classes.items() if c == k]
         print(f'{fname}: {len(members)} sub-images, PSNR '

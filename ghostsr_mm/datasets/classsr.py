@@ -150,7 +150,8 @@ def label_by_psnr(psnrs: Dict[str, float],
                   num_classes: int = 3) -> Dict[str, int]:
     """Class of each sub-image: the highest-PSNR ``1/num_classes`` are
     class 0 (simple), ..., the lowest class ``num_classes - 1`` (hard),
-    split at the quantiles of the PSNRs (ties broken by name)."""
+    split at the quantiles of the PSNRs (ties broken by name). Any score
+    where higher means easier works, e.g. the gain over bicubic."""
     if len(psnrs) < num_classes:
         raise ValueError(f'label_by_psnr: {len(psnrs)} sub-images cannot '
                          f'fill {num_classes} classes')
@@ -162,9 +163,13 @@ def label_by_psnr(psnrs: Dict[str, float],
 
 
 def write_class_files(out_root: str, classes: Dict[str, int],
-                      psnrs: Dict[str, float], gt_size: int) -> List[str]:
+                      psnrs: Dict[str, float], gt_size: int,
+                      scores: Optional[Dict[str, float]] = None
+                      ) -> List[str]:
     """One meta-info file per class, one for all sub-images, and
-    ``sub_images.csv`` (name, PSNR, class). Returns the paths written."""
+    ``sub_images.csv`` (name, the reference's PSNR, the score ranked, by
+    default the PSNR, class). Returns the paths written."""
+    scores = psnrs if scores is None else scores
     lines: List[List[str]] = [[] for _ in CLASS_FILES]
     for name in sorted(classes):
         lines[classes[name]].append(f'{name} ({gt_size},{gt_size},3)')
@@ -180,9 +185,10 @@ def write_class_files(out_root: str, classes: Dict[str, int],
     paths.append(osp.join(out_root, 'sub_images.csv'))
     with open(paths[-1], 'w', newline='') as f:
         writer = csv.writer(f)
-        writer.writerow(['name', 'psnr', 'class'])
+        writer.writerow(['name', 'psnr', 'score', 'class'])
         for name in sorted(classes):
-            writer.writerow([name, f'{psnrs[name]:.4f}', classes[name]])
+            writer.writerow([name, f'{psnrs[name]:.4f}',
+                             f'{scores[name]:.4f}', classes[name]])
     return paths
 
 

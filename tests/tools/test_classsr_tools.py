@@ -116,6 +116,12 @@ def test_staged_recipe_through_the_tools(tmp_path):
     listed = open(osp.join(data, 'meta_info_hard.txt')).read().split('\n')
     assert sorted(r['name'] + ' (64,64,3)' for r in hard) == sorted(
         line for line in listed if line)
+    # --label-by gain needs a reference model.
+    out = run_tool('tools/classsr_prepare.py', str(photos),
+                   str(tmp_path / 'gain'), '--scale', '4', '--label-by',
+                   'gain')
+    assert out.returncode == 1 and 'needs a reference model' in out.stderr
+    assert not (tmp_path / 'gain').exists()  # refused before writing
     # Refuses to overwrite the labels.
     out = run_tool('tools/classsr_prepare.py', str(photos), data, '--scale',
                    '4', '--gt-size', '64')
@@ -131,6 +137,23 @@ def test_staged_recipe_through_the_tools(tmp_path):
                        str(work / name))
         assert out.returncode == 0, out.stderr[-3000:]
         assert f'meta_info_{name}.txt' in open(cfg).read()
+    # Labelling by the gain over bicubic, with the hard branch as the
+    # reference: the first labelling used bicubic, so gain = PSNR - its PSNR.
+    gain_root = str(tmp_path / 'gain')
+    out = run_tool('tools/classsr_prepare.py', str(photos), gain_root,
+                   '--scale', '4', '--gt-size', '64', '--rescales', '1',
+                   '0.8', '--label-by', 'gain', '--reference-config', cfg,
+                   '--reference-checkpoint', str(work / 'hard' / 'iter_2.pth'))
+    assert out.returncode == 0, out.stderr[-3000:]
+    bicubic = {r['name']: float(r['psnr']) for r in rows}
+    gains = list(csv.DictReader(open(osp.join(gain_root, 'sub_images.csv'))))
+    for r in gains:
+        assert float(r['score']) == pytest.approx(
+            float(r['psnr']) - bicubic[r['name']], abs=2e-4)
+    by_class = [[float(r['score']) for r in gains if r['class'] == str(k)]
+                for k in range(3)]
+    assert min(by_class[0]) >= max(by_class[1]) and \
+        min(by_class[1]) >= max(by_class[2])
     # Stage 3: the classifier, branches loaded and frozen.
     loads = {
         f'model.generator.branches.{k}.init_cfg.checkpoint':
