@@ -124,22 +124,6 @@ def carn_m(width, ghost=False, **ghost_args):
     return MODELS.build(dict(type='CARNNet', **args))
 
 
-def sub_image_psnrs(model, lr, gt):
-    """Y-PSNR of ``model`` on each sub-image (MMagic's metric, border 0)."""
-    import torch
-    from mmagic.evaluation.metrics.psnr import psnr
-    from quality_lib import quantize
-    model.eval()
-    out = []
-    for first in range(0, len(lr), BATCH):
-        with torch.no_grad():
-            sr = model(lr[first:first + BATCH])
-        for s, g in zip(sr, gt[first:first + BATCH]):
-            out.append(float(psnr(quantize(s), quantize(g), 0,
-                                  convert_to='Y')))
-    return out
-
-
 def augment(x, y, rng):
     k = int(rng.integers(4))
     if rng.random() < 0.5:
@@ -213,7 +197,7 @@ def build_models(args, train_pairs):
     from bench_quality import _fine_tune
     from quality_lib import train
 
-    from ghostsr_mm.datasets import label_by_psnr
+    from ghostsr_mm.datasets import label_by_psnr, sub_image_psnrs
     from ghostsr_mm.models import ClassSRNet
     from ghostsr_mm.models.clustering import cluster_init
     from ghostsr_mm.models.layers import convert_to_inference
@@ -224,7 +208,7 @@ def build_models(args, train_pairs):
     original = cache.run('original', key, original_net, lambda: train(
         original_net, train_pairs, args.iters, 0, lr=1e-3, patch=16))
     lr, gt = cut_sub_images(train_pairs)
-    psnrs = sub_image_psnrs(original, lr, gt)
+    psnrs = sub_image_psnrs(lr, gt, SCALE, original, BATCH)
     labels = label_by_psnr({i: p for i, p in enumerate(psnrs)})
     classes = torch.tensor([labels[i] for i in range(len(psnrs))])
     branches = []
@@ -422,7 +406,7 @@ def main(argv=None):
     from quality_lib import TEST_PHOTOS as QUALITY_TEST
     from quality_lib import TRAIN_PHOTOS, PairSet, load_photo
 
-    from ghostsr_mm.apis import routing_map, routing_picture
+    from ghostsr_mm.apis import routing_map, write_routing_picture
     start = time.time()
     train_specs = [p for p in TRAIN_PHOTOS + QUALITY_TEST
                    if p not in TEST_PHOTOS]
@@ -464,9 +448,7 @@ def main(argv=None):
     lr = photos[first][0]
     cmap = routing_map(pictures[first, 'ClassSR'][0], *lr.shape[-2:], TILE,
                        OVERLAP)
-    picture = routing_picture(lr[0].permute(1, 2, 0).numpy(), cmap)
-    mmcv.imwrite(np.round(picture[..., ::-1] * 255).astype(np.uint8),
-                 out_png)
+    write_routing_picture(out_png, lr[0].permute(1, 2, 0).numpy(), cmap)
     print(f'wrote {out_json}, {out_md}, {out_png} ({result["seconds"]} s)')
     return 0
 

@@ -23,10 +23,10 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 import ghostsr_mm  # noqa: E402,F401
 
 from ghostsr_mm.cli import UserError, refuse_to_overwrite, run_tool  # noqa
+from ghostsr_mm.apis import list_images  # noqa: E402
 from ghostsr_mm.datasets import (ALL_FILE, CLASS_FILES,  # noqa: E402
-                                 extract_sub_images, image_files,
-                                 label_by_psnr, reference_psnrs,
-                                 write_class_files)
+                                 extract_sub_images, label_by_psnr,
+                                 reference_psnrs, write_class_files)
 
 
 def parse_args(argv=None):
@@ -65,7 +65,7 @@ def main(argv=None) -> int:
     if args.label_by == 'gain' and not args.reference_config:
         raise UserError('--label-by gain needs a reference model '
                         '(--reference-config, --reference-checkpoint)')
-    photos = image_files(args.gt_folder)
+    photos = list_images(args.gt_folder)
     refuse_to_overwrite(
         [osp.join(args.out_root, f) for f in CLASS_FILES + (ALL_FILE, )],
         args.force)
@@ -83,8 +83,7 @@ def main(argv=None) -> int:
     if not names:
         raise UserError(f'no photo in {args.gt_folder} is as large as a '
                         'sub-image; use a smaller --gt-size')
-    psnrs = reference_psnrs(args.out_root, names, args.scale, model,
-                            args.device)
+    psnrs = reference_psnrs(args.out_root, names, args.scale, model)
     scores = psnrs
     if args.label_by == 'gain':
         bicubic = reference_psnrs(args.out_root, names, args.scale)

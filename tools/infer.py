@@ -33,15 +33,15 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 import ghostsr_mm  # noqa: E402,F401
-import mmcv  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from ghostsr_mm.apis import (branch_flops, build_generator,  # noqa: E402
                              list_images, load_sr_model, read_image,
                              receptive_radius, routed_inference,
-                             routing_flops, routing_map, routing_picture,
-                             tile_layout, tiled_inference, write_image)
+                             routing_flops, routing_map, tile_layout,
+                             tiled_inference, write_image,
+                             write_routing_picture)
 from ghostsr_mm.models import ClassSRNet  # noqa: E402
 from ghostsr_mm.models.editors.classsr import class_counts  # noqa: E402
 from ghostsr_mm.cli import UserError, run_tool  # noqa: E402
@@ -104,14 +104,10 @@ class ClassSRRun:
         if self.save_routing:
             cmap = routing_map(classes[0], *lr.shape[-2:], self.tile,
                                self.overlap)
-            picture = routing_picture(
+            write_routing_picture(
+                routing_path(out_path),
                 sr[0].float().clamp(0, 1).permute(1, 2, 0).cpu().numpy(),
                 cmap)
-            rgb8 = np.clip(np.round(picture * 255), 0, 255).astype(np.uint8)
-            if not mmcv.imwrite(np.ascontiguousarray(rgb8[..., ::-1]),
-                                routing_path(out_path)):
-                raise ValueError(f'{routing_path(out_path)}: could not be '
-                                 'written')
         return sr
 
 
@@ -173,7 +169,7 @@ def main(argv=None) -> int:
         if overlap is None:
             overlap = 2 if isinstance(model, ClassSRNet) else \
                 receptive_radius(model)
-    classsr = isinstance(model, ClassSRNet)
+    classsr = isinstance(model, ClassSRNet)  # never for an ONNX session
     if args.save_routing and not classsr:
         raise UserError('--save-routing needs a ClassSR model')
     tile = args.tile or (32 if classsr else max(512, 4 * overlap))

@@ -18,7 +18,7 @@ from .tiled import tile_layout, tiled_inference
 
 __all__ = [
     'CLASS_COLOURS', 'branch_flops', 'routed_inference', 'routing_flops',
-    'routing_map', 'routing_picture'
+    'routing_map', 'routing_picture', 'write_routing_picture'
 ]
 
 # simple, medium, hard (more classes cycle).
@@ -137,3 +137,17 @@ def routing_picture(image: np.ndarray,
     big = np.repeat(np.repeat(class_map, f, axis=0), f, axis=1)
     tint = colours[big % len(colours)]
     return (1 - alpha) * image[..., :3] + alpha * tint
+
+
+def write_routing_picture(path: str, image: np.ndarray,
+                          class_map: np.ndarray) -> None:
+    """:func:`routing_picture` written to ``path`` as 8-bit RGB.
+
+    Raises:
+        ValueError: The file could not be written.
+    """
+    import mmcv
+    picture = routing_picture(image, class_map)
+    rgb8 = np.clip(np.round(picture * 255), 0, 255).astype(np.uint8)
+    if not mmcv.imwrite(np.ascontiguousarray(rgb8[..., ::-1]), path):
+        raise ValueError(f'{path}: could not be written')

@@ -11,18 +11,18 @@ meta-info file per class (and one for all), which a config gives its
 dataset as ``ann_file``.
 """
 import csv
-import os
 import os.path as osp
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
-from .prepare import IMG_EXTENSIONS, write_sr_pairs
+from .prepare import write_sr_pairs
 
 __all__ = [
-    'ALL_FILE', 'CLASS_FILES', 'crop_starts', 'image_files', 'extract_sub_images', 'label_by_psnr',
-    'reference_psnrs', 'write_class_files'
+    'ALL_FILE', 'CLASS_FILES', 'crop_starts', 'extract_sub_images',
+    'label_by_psnr', 'reference_psnrs', 'sub_image_psnrs',
+    'write_class_files'
 ]
 
 CLASS_FILES = ('meta_info_simple.txt', 'meta_info_medium.txt',
@@ -110,39 +110,61 @@ def extract_sub_images(gt_paths: Sequence[str],
 
 
 @torch.no_grad()
-def reference_psnrs(data_root: str,
-                    names: Sequence[str],
+def sub_image_psnrs(lr: torch.Tensor,
+                    gt: torch.Tensor,
                     scale: int,
                     model: Optional[Callable] = None,
-                    device: str = 'cpu',
-                    batch_size: int = 32) -> Dict[str, float]:
-    """Y-channel PSNR of the reference model on each sub-image (MMagic's
-    ``psnr``); with no model, of bicubic upsampling (a cheaper proxy of
-    how hard a sub-image is)."""
-    import mmcv
+                    batch_size: int = 32) -> List[float]:
+    """Y-channel PSNR (MMagic's ``psnr``, no border) of ``model`` on each
+    of the (N, C, h, w) LR sub-images ``lr`` against their (N, C, sH, sW)
+    GT, both in 0-1; outputs are rounded to 8 bits, as saved images are.
+    With no model, of bicubic upsampling."""
     import torch.nn.functional as F
     from mmagic.evaluation.metrics.psnr import psnr
-    lr_dir = osp.join(data_root, f'LR_bicubic/X{scale}')
-    out = {}
-    for first in range(0, len(names), batch_size):
-        group = names[first:first + batch_size]
-        lr = np.stack([
-            mmcv.imread(osp.join(lr_dir, n), channel_order='rgb')
-            for n in group
-        ])
-        x = torch.from_numpy(lr).permute(0, 3, 1, 2).float().div(255)
+
+    def to_uint8(t):
+        return t.clamp(0, 1).mul(255).round().permute(0, 2, 3, 1).cpu()
+
+    device = lr.device
+    if model is not None:
+        device = next(model.parameters()).device
+    out = []
+    for x, y in zip(lr.split(batch_size), gt.split(batch_size)):
         x = x.to(device)
         if model is None:
             sr = F.interpolate(x, scale_factor=scale, mode='bicubic',
                                align_corners=False)
         else:
             sr = model(x)
-        sr = sr.clamp(0, 1).mul(255).round().permute(0, 2, 3, 1).cpu()
-        for name, pred in zip(group, sr.numpy()):
-            gt = mmcv.imread(osp.join(data_root, 'HR', name),
-                             channel_order='rgb')
-            out[name] = float(psnr(pred, gt.astype(np.float32), 0, 'HWC',
-                                   convert_to='Y', channel_order='rgb'))
+        for pred, ref in zip(to_uint8(sr).numpy(), to_uint8(y).numpy()):
+            out.append(float(psnr(pred, ref, 0, 'HWC', convert_to='Y',
+                                  channel_order='rgb')))
+    return out
+
+
+def reference_psnrs(data_root: str,
+                    names: Sequence[str],
+                    scale: int,
+                    model: Optional[Callable] = None,
+                    batch_size: int = 32) -> Dict[str, float]:
+    """:func:`sub_image_psnrs` of the sub-images ``names`` written under
+    ``data_root`` by :func:`extract_sub_images` (bicubic with no model: a
+    cheaper proxy of how hard a sub-image is), read a batch at a time."""
+    import mmcv
+
+    def load(folder, group):
+        arr = np.stack([
+            mmcv.imread(osp.join(data_root, folder, n), channel_order='rgb')
+            for n in group
+        ])
+        return torch.from_numpy(arr).permute(0, 3, 1, 2).float().div(255)
+
+    out = {}
+    for first in range(0, len(names), batch_size):
+        group = names[first:first + batch_size]
+        psnrs = sub_image_psnrs(load(f'LR_bicubic/X{scale}', group),
+                                load('HR', group), scale, model, batch_size)
+        out.update(zip(group, psnrs))
     return out
 
 
@@ -170,18 +192,14 @@ def write_class_files(out_root: str, classes: Dict[str, int],
     ``sub_images.csv`` (name, the reference's PSNR, the score ranked, by
     default the PSNR, class). Returns the paths written."""
     scores = psnrs if scores is None else scores
-    lines: List[List[str]] = [[] for _ in CLASS_FILES]
-    for name in sorted(classes):
-        lines[classes[name]].append(f'{name} ({gt_size},{gt_size},3)')
+    names = sorted(classes)
+    members = [[n for n in names if classes[n] == k]
+               for k in range(len(CLASS_FILES))]
     paths = []
-    for fname, rows in zip(CLASS_FILES, lines):
+    for fname, group in zip(CLASS_FILES + (ALL_FILE, ), members + [names]):
         paths.append(osp.join(out_root, fname))
         with open(paths[-1], 'w') as f:
-            f.write('\n'.join(rows) + '\n')
-    paths.append(osp.join(out_root, ALL_FILE))
-    with open(paths[-1], 'w') as f:
-        f.write('\n'.join(f'{n} ({gt_size},{gt_size},3)'
-                          for n in sorted(classes)) + '\n')
+            f.write(''.join(f'{n} ({gt_size},{gt_size},3)\n' for n in group))
     paths.append(osp.join(out_root, 'sub_images.csv'))
     with open(paths[-1], 'w', newline='') as f:
         writer = csv.writer(f)
@@ -191,15 +209,3 @@ def write_class_files(out_root: str, classes: Dict[str, int],
                              f'{scores[name]:.4f}', classes[name]])
     return paths
 
-
-def image_files(folder: str) -> List[str]:
-    """The images directly in ``folder``, sorted."""
-    if not osp.isdir(folder):
-        raise FileNotFoundError(f'{folder}: no such folder')
-    paths = sorted(
-        osp.join(folder, f) for f in os.listdir(folder)
-        if f.lower().endswith(IMG_EXTENSIONS))
-    if not paths:
-        raise FileNotFoundError(
-            f'{folder}: no images ({", ".join(IMG_EXTENSIONS)})')
-    return paths

@@ -35,6 +35,13 @@ class ByMean(nn.Module):
         return F.one_hot(k, 3).float() * 10
 
 
+# Three small CARN-M x2 branches (simple to hard).
+TINY_BRANCHES = [
+    dict(type='CARNNet', mid_channels=c, upscale_factor=2, efficient=True,
+         num_blocks=1) for c in (8, 12, 16)
+]
+
+
 def nearest_classsr(gains=(1.0, 1.0, 1.0), scale=2):
     net = ClassSRNet([Nearest(scale, g) for g in gains])
     net.classifier = ByMean()
@@ -123,10 +130,7 @@ def test_average_loss_pulls_a_collapsed_classifier_back_to_balance():
 
 def test_training_mixes_all_branches_by_the_probabilities():
     torch.manual_seed(0)
-    net = ClassSRNet([
-        dict(type='CARNNet', mid_channels=c, upscale_factor=2,
-             efficient=True, num_blocks=1) for c in (8, 12, 16)
-    ]).train()
+    net = ClassSRNet(TINY_BRANCHES).train()
     x = torch.rand(3, 3, 12, 12)
     out, probs = net(x, return_probs=True)
     p = net.classifier(x).softmax(1)
@@ -140,10 +144,7 @@ def test_training_mixes_all_branches_by_the_probabilities():
 
 def test_eval_routes_each_sub_image_to_its_branch_once_per_batch():
     torch.manual_seed(0)
-    net = ClassSRNet([
-        dict(type='CARNNet', mid_channels=c, upscale_factor=2,
-             efficient=True, num_blocks=1) for c in (8, 12, 16)
-    ]).eval()
+    net = ClassSRNet(TINY_BRANCHES).eval()
     x = torch.rand(7, 3, 12, 12)
     classes = torch.tensor([2, 0, 2, 1, 0, 2, 2])
     calls = []
@@ -269,10 +270,7 @@ def tiny_classsr_model(**kwargs):
     return MODELS.build(dict(
         type='ClassSR',
         _scope_='mmagic',
-        generator=dict(type='ClassSRNet', branches=[
-            dict(type='CARNNet', mid_channels=c, upscale_factor=2,
-                 efficient=True, num_blocks=1) for c in (8, 12, 16)
-        ]),
+        generator=dict(type='ClassSRNet', branches=TINY_BRANCHES),
         data_preprocessor=dict(type='DataPreprocessor', mean=[0.] * 3,
                                std=[255.] * 3), **kwargs))
 
