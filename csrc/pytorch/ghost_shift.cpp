@@ -246,29 +246,40 @@ TORCH_LIBRARY_IMPL(ghostsr, Autograd, m) {
 }
 
 TORCH_LIBRARY(ghostsr, m) {
+  // Every kernel takes any strides (NCHW and channels_last run as they are,
+  // others are copied to one of them) and its output's layout follows the
+  // input's, as the fake kernels in ops/registration.py say: torch.compile
+  // may then keep the channels_last layout it picks for the convolutions
+  // around the shift, instead of converting to NCHW and back at every call.
+  const std::vector<at::Tag> kTags = {at::Tag::flexible_layout,
+                                      at::Tag::pt2_compliant_tag};
   // moved[n, c, y, x] = input[n, src[c], y - offsets[c, 0], x - offsets[c, 1]],
   // zero outside the image; out = act(scale * moved + residual) with act the
   // identity or ReLU (the epilogue a conv's "sum" and "relu" post-ops would
   // apply, fused into the same pass).
   m.def(
       "ghost_shift(Tensor input, Tensor src, Tensor offsets, "
-      "Tensor? residual=None, float scale=1., bool relu=False) -> Tensor");
+      "Tensor? residual=None, float scale=1., bool relu=False) -> Tensor",
+      kTags);
   // ghost_shift written into `out` (N, C_out, H, W), which may be a view, e.g.
   // a channel slice of a concatenation buffer: no concat copy afterwards.
   m.def(
       "ghost_shift_into(Tensor input, Tensor src, Tensor offsets, "
-      "Tensor? residual, float scale, bool relu, Tensor(a!) out) -> ()");
+      "Tensor? residual, float scale, bool relu, Tensor(a!) out) -> ()",
+      kTags);
   // Gradient of ghost_shift to `input`: the inverse shift, accumulated over
   // the output channels that share a source.
   m.def(
       "ghost_shift_backward(Tensor grad_output, Tensor src, Tensor offsets, "
-      "int in_channels) -> Tensor");
+      "int in_channels) -> Tensor",
+      kTags);
   // For each output channel in `channels` and each candidate (i, j) of the
   // (2d+1)^2 window: sum over n, y, x of
   // grad_output[n, c, y, x] * input[n, src[c], y + i - d, x + j - d].
   m.def(
       "ghost_shift_weight_grad(Tensor grad_output, Tensor input, Tensor src, "
-      "Tensor channels, int max_offset) -> Tensor");
+      "Tensor channels, int max_offset) -> Tensor",
+      kTags);
 }
 
 // Importing the extension from Python registers the operators above; this

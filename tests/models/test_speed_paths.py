@@ -52,3 +52,50 @@ def test_torch_compile_trains_learnable_shift():
     compiled(x).abs().mean().backward()
     for name, layer in model.ghost_layers():
         assert layer.shift_logits.grad is not None, name
+
+
+def _compiled_code(model, x):
+    from torch._inductor import config
+    from torch._inductor.utils import run_and_get_code
+
+    # Inductor's caches do not key on an op's tags: code compiled before
+    # the extension was rebuilt could come back.
+    with torch.no_grad(), config.patch(force_disable_caches=True):
+        out, code = run_and_get_code(torch.compile(model, fullgraph=True), x)
+    return out, '\n'.join(code)
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(),
+                    reason='inductor picks channels_last convs with oneDNN')
+def test_compiled_shift_takes_the_conv_layout():
+    """The shift reads the convolution's channels_last output as it is and
+    the next convolution reads the shift's: inductor adds no layout
+    conversion around the op (its kernels accept any strides)."""
+    import re
+    model = trained_looking('GhostEDSRNet').convert_to_inference()
+    x = torch.rand(1, 3, 12, 12)
+    out, code = _compiled_code(model, x)
+    with torch.no_grad():
+        torch.testing.assert_close(out, model(x), atol=1e-5, rtol=1e-5)
+    conv_outputs = set(re.findall(
+        r'(buf\d+) = extern_kernels\.convolution\(', code))
+    shift_inputs = re.findall(
+        r'= torch\.ops\.ghostsr\.ghost_shift\.default\((buf\d+),', code)
+    assert len(shift_inputs) == len(list(model.ghost_layers()))
+    assert set(shift_inputs) <= conv_outputs, code
+    # No kernel of inductor's own copies a shift's input or output.
+    assert not re.search(r'cpp_fused\w*ghost_shift', code), code
+
+
+def test_compiled_concat_is_torch_cat():
+    """Under torch.compile a dense block concatenates with torch.cat, which
+    inductor lays out itself, not by writes into an eager buffer (whose
+    layout would differ from the convolutions' and cost a conversion per
+    layer)."""
+    model = trained_looking('GhostRDNNet').convert_to_inference()
+    x = torch.rand(1, 3, 12, 12)
+    out, code = _compiled_code(model, x)
+    with torch.no_grad():
+        torch.testing.assert_close(out, model(x), atol=1e-5, rtol=1e-5)
+    assert 'ghost_shift_into' not in code
+    assert 'ghost_shift.default' in code

@@ -9,7 +9,12 @@ one buffer: a part made by a :class:`GhostConv2d` is written there by the
 shift itself (no copy at all), a part made by a regular conv by its last
 epilogue op (one pass over the part only). With autograd it concatenates
 with ``torch.cat``: a buffer written after a conv has read it would change
-what the conv saved for its backward pass.
+what the conv saved for its backward pass. Under ``torch.compile`` it
+concatenates with ``torch.cat`` too: inductor runs the convolutions
+channels_last, where a prefix of the channels is not dense, so a buffer
+laid out by eager code would be converted before every conv; with
+``torch.cat`` inductor lays out each concatenation itself (measured in
+benchmarks/README.md).
 """
 from typing import Callable, Optional
 
@@ -30,10 +35,12 @@ def concat_with_torch_cat():
 
 
 def _writes_in_place() -> bool:
-    """In-place parts need no autograd and an eager or compiled run (the
-    TorchScript tracer behind ONNX export records plain concats)."""
+    """In-place parts need no autograd and an eager run (the TorchScript
+    tracer behind ONNX export records plain concats; for torch.compile see
+    the module's note)."""
     return not torch.is_grad_enabled() and not torch.jit.is_tracing() \
-        and not torch.jit.is_scripting() and not _torch_cat
+        and not torch.jit.is_scripting() and not _torch_cat \
+        and not torch.compiler.is_compiling()
 
 
 class GrowingConcat:
