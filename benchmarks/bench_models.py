@@ -14,6 +14,9 @@ ratios: of the medians, and the median of the round-by-round ratios (each
 compares calls made seconds apart, so it moves less when the machine
 changes speed during the run), with the quartiles of the latter; the JSON
 keeps every round's times.
+With --compile the eager
+regular and ghost models run in the same rounds as the compiled ones, and a
+second table compares the ratios.
 Training: one step (forward, backward, Adam) on a batch of 16 48x48
 patches, EDSR c64b16, regular vs ghost with learnable shifts. Peak memory:
 inference in a fresh process per model (peak RSS growth on the CPU, max
@@ -162,6 +165,9 @@ def bench_inference(kinds, scale, device, repeats, use_compile,
                   for v in variants}
         fns = {v: (torch.compile(m) if use_compile else m)
                for v, m in models.items()}
+        if use_compile:  # the eager models in the same rounds
+            fns.update(regular_eager=models['regular'],
+                       ghost_eager=models['ghost'])
 
         def call(variant, f):
             if variant != 'cat':
@@ -179,6 +185,15 @@ def bench_inference(kinds, scale, device, repeats, use_compile,
                 min_seconds=min_seconds)
         t = median_times(raw)
         mid, low, high = paired_ratio(raw, 'ghost', 'regular')
+        compiled = None
+        if use_compile:
+            compiled = dict(
+                eager_latency_ratio=t['ghost_eager'] / t['regular_eager'],
+                eager_round_ratio_median=paired_ratio(
+                    raw, 'ghost_eager', 'regular_eager')[0],
+                ghost_compiled_over_eager=t['ghost'] / t['ghost_eager'],
+                regular_compiled_over_eager=(t['regular'] /
+                                             t['regular_eager']))
         flops = {v: count_flops(m, (3, size, size), device)
                  for v, m in models.items() if v not in ('unfused', 'cat')}
         params = {v: count_params(m) for v, m in models.items()}
@@ -197,6 +212,7 @@ def bench_inference(kinds, scale, device, repeats, use_compile,
             cat_latency_ratio=(t['cat'] / t['regular']
                                if ablate_fusion else None),
             flops_ratio=flops['ghost'] / flops['regular'],
+            compile=compiled,
             memory_ratio=mem['ghost'] / max(mem['regular'], 1)))
     return rows
 
@@ -306,6 +322,20 @@ def main(argv=None):
             print(f"| {r['model']} | {r['latency_ratio']:.3f} | "
                   f"{r['unfused_latency_ratio']:.3f} | "
                   f"{r['cat_latency_ratio']:.3f} |")
+    if args.compile:
+        print('\n| model | latency eager reg / ghost (ms) | ratio eager | '
+              'ratio compiled | compiled / eager: regular, ghost |'
+              '\n|---|---|---|---|---|')
+        for r in rows:
+            t, c = r['latency_s'], r['compile']
+            print(f"| {r['model']} | {t['regular_eager'] * 1e3:.0f} / "
+                  f"{t['ghost_eager'] * 1e3:.0f} | "
+                  f"{c['eager_latency_ratio']:.3f} (round by round "
+                  f"{c['eager_round_ratio_median']:.3f}) | "
+                  f"{r['latency_ratio']:.3f} (round by round "
+                  f"{r['round_ratio_median']:.3f}) | "
+                  f"{c['regular_compiled_over_eager']:.3f}, "
+                  f"{c['ghost_compiled_over_eager']:.3f} |")
     train = None
     if not args.no_train:
         train = bench_training(device, max(args.repeats, 5),

@@ -83,6 +83,27 @@ def test_bench_models_end_to_end(tmp_path, capsys):
 
 
 @pytest.mark.slow
+def test_bench_models_compile_times_eager_in_the_same_rounds(tmp_path,
+                                                             capsys):
+    bench = load_script('bench_models')
+    bench.main(['--models', 'carn_m', '--repeats', '1', '--min-seconds',
+                '0', '--no-train', '--compile', '--out-dir', str(tmp_path)])
+    result = json.loads((tmp_path / 'models_cpu_compile.json').read_text())
+    (row, ) = result['inference']
+    t, c = row['latency_s'], row['compile']
+    assert set(t) == {'regular', 'ghost', 'half', 'regular_eager',
+                      'ghost_eager'}
+    assert c['eager_latency_ratio'] == pytest.approx(
+        t['ghost_eager'] / t['regular_eager'])
+    assert c['ghost_compiled_over_eager'] == pytest.approx(
+        t['ghost'] / t['ghost_eager'])
+    assert (f"| carn_m x2 | {t['regular_eager'] * 1e3:.0f} / "
+            f"{t['ghost_eager'] * 1e3:.0f} | "
+            f"{c['eager_latency_ratio']:.3f} (round by round") \
+        in capsys.readouterr().out
+
+
+@pytest.mark.slow
 def test_bench_onnx_end_to_end(tmp_path, capsys):
     bench = load_script('bench_onnx')
     bench.main(['--models', 'carn_m', '--size', '24', '--repeats', '1',
