@@ -103,18 +103,24 @@ def load_config(args) -> Config:
 
 
 def enable_amp(cfg: Config) -> None:
-    """Switch the config's optimiser wrapper to mmengine's AMP wrapper."""
+    """Switch the config's optimiser wrapper to mixed precision: on a GPU
+    mmengine's ``AmpOptimWrapper`` (float16 autocast, dynamic loss
+    scaling), else :class:`~ghostsr_mm.engine.BF16AmpOptimWrapper`
+    (bfloat16 autocast on the CPU, no loss scaling)."""
     from mmengine.logging import print_log
     wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
-    if wrapper == 'AmpOptimWrapper':
+    if wrapper in ('AmpOptimWrapper', 'BF16AmpOptimWrapper'):
         print_log('AMP training is already enabled in your config.',
                   logger='current', level=logging.WARNING)
         return
     if wrapper != 'OptimWrapper':
         raise UserError('--amp needs optim_wrapper.type = OptimWrapper, got '
                         f'{wrapper}')
-    cfg.optim_wrapper.type = 'AmpOptimWrapper'
-    cfg.optim_wrapper.loss_scale = 'dynamic'
+    if torch.cuda.is_available():
+        cfg.optim_wrapper.type = 'AmpOptimWrapper'
+        cfg.optim_wrapper.loss_scale = 'dynamic'
+    else:
+        cfg.optim_wrapper.type = 'BF16AmpOptimWrapper'
 
 
 def _check_hooks(cfg: Config, model) -> None:

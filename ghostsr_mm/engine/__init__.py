@@ -1,3 +1,7 @@
 from .hooks import DumpMetricsHook, GhostClusterInitHook, GumbelAnnealHook
+from .optimizers import BF16AmpOptimWrapper
 
-__all__ = ['DumpMetricsHook', 'GhostClusterInitHook', 'GumbelAnnealHook']
+__all__ = [
+    'BF16AmpOptimWrapper', 'DumpMetricsHook', 'GhostClusterInitHook',
+    'GumbelAnnealHook'
+]

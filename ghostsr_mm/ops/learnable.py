@@ -10,6 +10,8 @@ for candidate (i, j) the sum over pixels of
 the weight (Eq. 3-6) lives in the layer,
 :class:`ghostsr_mm.models.layers.GhostConv2d`.
 """
+from typing import Optional
+
 import torch
 from torch import Tensor
 
@@ -41,16 +43,22 @@ def _offsets_from_weight(src: Tensor, channels: Tensor,
 
 
 @torch.library.custom_op('ghostsr::learnable_ghost_shift', mutates_args=())
-def _learnable_ghost_shift(input: Tensor, src: Tensor, channels: Tensor,
-                           weight: Tensor) -> Tensor:
+def _learnable_ghost_shift(input: Tensor,
+                           src: Tensor,
+                           channels: Tensor,
+                           weight: Tensor,
+                           residual: Optional[Tensor] = None,
+                           scale: float = 1.0,
+                           relu: bool = False) -> Tensor:
     offsets = _offsets_from_weight(src, channels, weight)
     if use_ext():
-        return torch.ops.ghostsr.ghost_shift(input, src, offsets)
-    return ghost_shift_reference(input, src, offsets)
+        return torch.ops.ghostsr.ghost_shift(input, src, offsets, residual,
+                                             scale, relu)
+    return ghost_shift_reference(input, src, offsets, residual, scale, relu)
 
 
 @_learnable_ghost_shift.register_fake
-def _(input, src, channels, weight):
+def _(input, src, channels, weight, residual=None, scale=1.0, relu=False):
     n, _, h, w = input.shape
     return torch.empty((n, src.shape[0], h, w),
                        dtype=input.dtype,
@@ -59,23 +67,33 @@ def _(input, src, channels, weight):
 
 
 def _learnable_setup(ctx, inputs, output):
-    input, src, channels, weight = inputs
-    ctx.save_for_backward(input, src, channels, weight)
+    input, src, channels, weight, _, scale, relu = inputs
+    # With ReLU the mask out > 0 comes from the output itself.
+    ctx.save_for_backward(input, src, channels, weight,
+                          output if relu else None)
+    ctx.scale = scale
 
 
 def _learnable_backward(ctx, grad):
-    input, src, channels, weight = ctx.saved_tensors
+    input, src, channels, weight, output = ctx.saved_tensors
+    if output is not None:
+        grad = torch.ops.aten.threshold_backward(grad, output, 0)  # ReLU
+    # needs_input_grad covers only the arguments actually passed.
+    needs = ctx.needs_input_grad
+    grad_residual = grad if len(needs) > 4 and needs[4] else None
+    if ctx.scale != 1:
+        grad = grad * ctx.scale
     offsets = _offsets_from_weight(src, channels, weight)
     max_offset = (weight.shape[-1] - 1) // 2
     ext = use_ext()
     grad_input = grad_weight = None
-    if ctx.needs_input_grad[0]:
+    if needs[0]:
         grad_input = (
             torch.ops.ghostsr.ghost_shift_backward(grad, src, offsets,
                                                    input.shape[1])
             if ext else ghost_shift_backward_reference(
                 grad, src, offsets, input.shape[1]))
-    if ctx.needs_input_grad[3]:
+    if needs[3]:
         grad = grad.to(input.dtype)
         # float32 for float16/bfloat16 inputs: no overflow before the cast
         # to the weight's dtype (float32 under autocast).
@@ -87,16 +105,23 @@ def _learnable_backward(ctx, grad):
         if weight.shape[0] == 1:  # one shift shared by the layer
             grad_weight = grad_weight.sum(0, keepdim=True)
         grad_weight = grad_weight.to(weight.dtype)
-    return grad_input, None, None, grad_weight
+    return (grad_input, None, None, grad_weight, grad_residual, None,
+            None)[:len(needs)]
 
 
 _learnable_ghost_shift.register_autograd(
     _learnable_backward, setup_context=_learnable_setup)
 
 
-def learnable_ghost_shift(input: Tensor, src: Tensor, channels: Tensor,
-                          weight: Tensor) -> Tensor:
-    """Ghost shift whose offsets are the argmax of one-hot window weights.
+def learnable_ghost_shift(input: Tensor,
+                          src: Tensor,
+                          channels: Tensor,
+                          weight: Tensor,
+                          residual: Optional[Tensor] = None,
+                          scale: float = 1.0,
+                          relu: bool = False) -> Tensor:
+    """Ghost shift whose offsets are the argmax of one-hot window weights,
+    with ``ghost_shift``'s fused epilogue.
 
     Args:
         input (Tensor): Intrinsic features, shape (N, C_in, H, W).
@@ -107,6 +132,10 @@ def learnable_ghost_shift(input: Tensor, src: Tensor, channels: Tensor,
             shared by the layer. Its value must be one-hot per channel (the
             straight-through ``W - S.detach() + S`` of Eq. 6 is); its
             gradient is that of a depthwise correlation with this kernel.
+        residual, scale, relu: The epilogue ``act(scale * moved +
+            residual)``, applied in the shift's pass as by ``ghost_shift``
+            (a training step then runs no separate ReLU / add passes,
+            forward or backward). Default: none.
 
     Returns:
         Tensor: Shape (N, C_out, H, W), laid out as ``ghost_shift``'s.
@@ -120,4 +149,5 @@ def learnable_ghost_shift(input: Tensor, src: Tensor, channels: Tensor,
         raise ValueError('learnable_ghost_shift: `weight` must have 1 or '
                          f'len(channels) = {channels.shape[0]} rows, got '
                          f'{weight.shape[0]}')
-    return _learnable_ghost_shift(input, src, channels, weight)
+    return _learnable_ghost_shift(input, src, channels, weight, residual,
+                                  scale, relu)

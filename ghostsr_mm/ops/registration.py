@@ -58,7 +58,7 @@ def _ghost_shift_setup(ctx, inputs, output):
 def _ghost_shift_backward(ctx, grad):
     src, offsets, output = ctx.saved_tensors
     if output is not None:
-        grad = grad * (output > 0).to(grad.dtype)
+        grad = torch.ops.aten.threshold_backward(grad, output, 0)  # ReLU
     # needs_input_grad covers only the arguments actually passed.
     needs = ctx.needs_input_grad
     grad_input = grad_residual = None

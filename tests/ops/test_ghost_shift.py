@@ -3,6 +3,7 @@ hand-derived values; gradients against float64 gradcheck and depthwise
 conv2d; dispatcher registration (opcheck, fake tensors, torch.compile)."""
 import re
 import warnings
+from contextlib import nullcontext
 
 import pytest
 import torch
@@ -11,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import requires_cuda
-from ghostsr_mm.ops import (HAS_EXT, candidate_offsets, ghost_shift,
+from ghostsr_mm.ops import (HAS_EXT, apply_epilogue, candidate_offsets,
+                            ghost_shift,
                             ghost_shift_backward_reference,
                             ghost_shift_reference,
                             ghost_shift_weight_grad_reference,
@@ -233,6 +235,26 @@ def test_weight_grad_matches_conv2d_weight(dtype):
 
 
 @requires_ext
+@pytest.mark.parametrize('h, w', [(48, 48), (17, 33), (1, 40), (3, 1)])
+@pytest.mark.parametrize('d', [1, 2, 3])
+def test_weight_grad_float32_on_larger_planes(h, w, d):
+    """float32 planes long enough for the vectorised window products (3x3
+    and 5x5 windows; 7x7 takes the scalar loop), with every tail length:
+    the float64 reference within float32 rounding of the sum."""
+    gen = torch.Generator().manual_seed(h * 100 + w + d)
+    x = torch.randn(3, 4, h, w, generator=gen)
+    grad = torch.randn(3, 8, h, w, generator=gen)
+    src = torch.tensor([0, 1, 2, 3, 0, 1, 2, 3])
+    channels = torch.tensor([4, 5, 6, 7])
+    out = ops.ghost_shift_weight_grad(grad, x, src, channels, d)
+    expected = ghost_shift_weight_grad_reference(grad.double(), x.double(),
+                                                 src, channels, d)
+    # The sums run over 3 * h * w products of unit-variance terms.
+    atol = 1e-6 * (3 * h * w)**0.5 * 10
+    torch.testing.assert_close(out.double(), expected, atol=atol, rtol=1e-5)
+
+
+@requires_ext
 def test_gradcheck_input_float64():
     x, src, offsets = sample(dtype=torch.float64)
     x.requires_grad_()
@@ -316,6 +338,35 @@ def test_learnable_shift_gradients_equal_depthwise_conv(shared, max_offset):
     torch.testing.assert_close(l1.grad, l2.grad)
 
 
+@pytest.mark.parametrize('impl', ['compiled', 'reference'])
+@pytest.mark.parametrize('scale, relu', [(1.0, True), (0.1, False),
+                                         (0.5, True)])
+def test_learnable_shift_fused_epilogue(impl, scale, relu):
+    """The epilogue fused into the learnable shift gives the output and the
+    gradients (input, W', residual) of the shift followed by separate ops."""
+    if impl == 'compiled' and not HAS_EXT:
+        pytest.skip('ghostsr_mm._ext is not built')
+    x, src, _ = sample(dtype=torch.float64)
+    channels = torch.tensor([4, 5, 6, 7])
+    logits = torch.randn(4, 3, 3, dtype=torch.float64)
+    residual = torch.randn(2, 8, 5, 6, dtype=torch.float64)
+    leaves = [[t.clone().requires_grad_() for t in (x, logits, residual)]
+              for _ in range(2)]
+    g = torch.randn(2, 8, 5, 6, dtype=torch.float64)
+    with (reference_mode() if impl == 'reference' else nullcontext()):
+        (x1, l1, r1), (x2, l2, r2) = leaves
+        fused = learnable_ghost_shift(x1, src, channels, one_hot_ste(l1),
+                                      r1, scale, relu)
+        moved = learnable_ghost_shift(x2, src, channels, one_hot_ste(l2))
+        plain = apply_epilogue(moved, r2, scale, relu)
+        torch.testing.assert_close(fused, plain)
+        fused.backward(g)
+        plain.backward(g)
+    for a, b in zip(*leaves):
+        assert a.grad.abs().sum() > 0
+        torch.testing.assert_close(a.grad, b.grad)
+
+
 def test_candidate_offsets_follow_eq1():
     # Candidate (i, j) reads input[y + i - d, x + j - d].
     idx = torch.arange(9)
@@ -345,6 +396,8 @@ def test_opcheck():
     weight = one_hot_ste(torch.randn(2, 3, 3)).detach().requires_grad_()
     torch.library.opcheck(ops.learnable_ghost_shift.default,
                           (xr, src, channels, weight))
+    torch.library.opcheck(ops.learnable_ghost_shift.default,
+                          (xr, src, channels, weight, residual, 0.5, True))
 
 
 # --------------------------------------------------------------------------

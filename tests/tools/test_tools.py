@@ -111,6 +111,40 @@ def test_train_regular_then_ghost_then_test(tmp_path, data):
 
 
 @pytest.mark.slow
+def test_amp_training_learns_the_float32_shifts(tmp_path, data):
+    """tools/train.py --amp trains under float16 autocast with dynamic loss
+    scaling on a GPU (mmengine's AmpOptimWrapper), under bfloat16 autocast
+    without one (BF16AmpOptimWrapper: mmengine's needs a GPU). Either way
+    the learned shifts' W' stay finite float32, move differently from the
+    float32 run's (the autocast was on), and pick the same offsets."""
+    config = tiny_child_config(
+        tmp_path, osp.join(ROOT, 'configs/ghostsr/edsr/'
+                           'ghost_edsr_x2c64b16_1xb16-300k_div2k.py'),
+        data, iters=4)
+    states = {}
+    for amp in (False, True):
+        work = tmp_path / ('amp' if amp else 'float32')
+        out = run_tool('tools/train.py', config, '--work-dir', str(work),
+                       *(['--amp'] if amp else []))
+        assert out.returncode == 0, out.stderr[-3000:]
+        dumped = Config.fromfile(
+            str(work / osp.basename(config))).optim_wrapper.type
+        mixed = ('AmpOptimWrapper' if torch.cuda.is_available() else
+                 'BF16AmpOptimWrapper')
+        assert dumped == (mixed if amp else 'OptimWrapper')
+        states[amp] = torch.load(str(work / 'iter_4.pth'),
+                                 weights_only=True)['state_dict']
+    keys = [k for k in states[True] if k.endswith('shift_logits')]
+    assert len(keys) == 5  # 2 blocks x 2 convs + the body's last conv
+    for k in keys:
+        mixed, full = states[True][k], states[False][k]
+        assert mixed.dtype == torch.float32 and torch.isfinite(mixed).all()
+        assert not torch.equal(mixed, full), k
+        assert torch.equal(mixed.flatten(1).argmax(1),
+                           full.flatten(1).argmax(1)), k
+
+
+@pytest.mark.slow
 def test_missing_data_stops_before_training(tmp_path):
     work = tmp_path / 'work'
     out = run_tool(

@@ -169,6 +169,84 @@ A row_dot(const T* a, const T* b, int64_t n) {
   return total;
 }
 
+// The K * K window products of the weight gradient (see
+// ghost_shift_weight_grad_cpu): acc[i * K + j] += sum_{x < n} g[x] *
+// w[x + i * P + j]. Unlike the other kernels' copies, these are
+// compute-bound (2 d + 1 squared products per element).
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#define GHOSTSR_X86_VECTORS 1
+typedef float float8 __attribute__((vector_size(32)));
+typedef float float8_unaligned __attribute__((vector_size(32), aligned(4)));
+
+inline float8 load8(const float* p) {
+  return *reinterpret_cast<const float8_unaligned*>(p);
+}
+
+// For K known at compile time, with 8-float vectors: the K products of a
+// window row share each load of g, and their 2 K partial sums (two blocks
+// of 8) are independent, so the FMAs do not wait on each other.
+template <int K>
+inline __attribute__((always_inline)) void window_dots_body(
+    const float* g, const float* w, int64_t n, int64_t P, float* acc) {
+  for (int i = 0; i < K; ++i) {
+    const float* row = w + i * P;
+    float8 sums[2][K] = {};
+    int64_t x = 0;
+    for (; x + 16 <= n; x += 16) {
+      const float8 g0 = load8(g + x), g1 = load8(g + x + 8);
+      for (int j = 0; j < K; ++j) {
+        sums[0][j] += g0 * load8(row + x + j);
+        sums[1][j] += g1 * load8(row + x + 8 + j);
+      }
+    }
+    for (int j = 0; j < K; ++j) {
+      float total = 0;
+      for (int64_t t = x; t < n; ++t) total += g[t] * row[t + j];
+      for (int l = 0; l < 8; ++l) total += sums[0][j][l] + sums[1][j][l];
+      acc[i * K + j] += total;
+    }
+  }
+}
+
+// The same code built for AVX2 + FMA (4x the baseline's speed here) and
+// for the baseline; the CPU that runs it picks (window_dots).
+template <int K>
+__attribute__((target("avx2,fma"))) void window_dots_avx2(
+    const float* g, const float* w, int64_t n, int64_t P, float* acc) {
+  window_dots_body<K>(g, w, n, P, acc);
+}
+
+template <int K>
+void window_dots_base(const float* g, const float* w, int64_t n, int64_t P,
+                      float* acc) {
+  window_dots_body<K>(g, w, n, P, acc);
+}
+
+template <int K>
+void window_dots_fixed(const float* g, const float* w, int64_t n, int64_t P,
+                       float* acc) {
+  static const bool avx2 =
+      __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  (avx2 ? window_dots_avx2<K> : window_dots_base<K>)(g, w, n, P, acc);
+}
+#endif
+
+// float with d = 1 or 2 (3x3, 5x5 windows) by the vectorised code above,
+// any other case by row_dot.
+template <typename A>
+void window_dots(const A* g, const A* w, int64_t n, int64_t K, int64_t P,
+                 A* acc) {
+#ifdef GHOSTSR_X86_VECTORS
+  if constexpr (std::is_same_v<A, float>) {
+    if (K == 3) return window_dots_fixed<3>(g, w, n, P, acc);
+    if (K == 5) return window_dots_fixed<5>(g, w, n, P, acc);
+  }
+#endif
+  for (int64_t i = 0; i < K; ++i)
+    for (int64_t j = 0; j < K; ++j)
+      acc[i * K + j] += row_dot<A, A>(g, w + i * P + j, n);
+}
+
 // The output channels ordered by their source channel (stable): planes that
 // read the same source are written one after the other, by the same task,
 // while that source is still in cache.
@@ -398,10 +476,8 @@ at::Tensor ghost_shift_weight_grad_cpu(const at::Tensor& grad_output,
                   id[x] = static_cast<acc_t>(iplane[y * W + x]);
                 }
               }
-              for (int64_t i = 0; i < K; ++i)
-                for (int64_t j = 0; j < K; ++j)
-                  acc[i * K + j] += row_dot<acc_t, acc_t>(
-                      gpad.data(), ipad.data() + i * P + j, gsize);
+              window_dots<acc_t>(gpad.data(), ipad.data(), gsize, K, P,
+                                 acc.data());
             }
             for (int64_t k = 0; k < K * K; ++k)
               rp[g * K * K + k] = acc[k];

@@ -121,9 +121,9 @@ class LearnableShift(CheapOperation):
         layer.check_noise_driven()
         moved = learnable_ghost_shift(intrinsic, layer.src,
                                       layer.ghost_channels,
-                                      layer.straight_through_weight())
-        return apply_epilogue(moved, residual, scale, relu,
-                              inplace=out is None, out=out)
+                                      layer.straight_through_weight(),
+                                      residual, scale, relu)
+        return moved if out is None else apply_epilogue(moved, out=out)
 
     def fixed(self, layer) -> CheapOperation:
         offsets = self.offsets(layer)
