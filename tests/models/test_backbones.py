@@ -9,6 +9,7 @@ from mmengine.runner import Runner
 from ghostsr_mm.models import GhostConv2d
 from ghostsr_mm.models.clustering import cluster_init
 from ghostsr_mm.models.layers import by_order_mapping
+from conftest import requires_cuda
 from helpers import make_sr_data, tiny_sr_config
 
 
@@ -141,13 +142,19 @@ def test_eval_is_deterministic_and_inference_graph_identical(name):
 
 @pytest.mark.parametrize('name', list(SMALL))
 @pytest.mark.parametrize('train', [False, True])
-def test_cpu_autocast_bfloat16(name, train):
-    """Under CPU autocast the convs run in bfloat16 and the ghost layers'
-    shifts (with their epilogues and concatenations) take bfloat16 inputs:
-    the output stays within bfloat16 rounding of the float32 model's."""
+@pytest.mark.parametrize('device, dtype', [
+    ('cpu', torch.bfloat16),
+    pytest.param('cuda', torch.float16, marks=requires_cuda),
+    pytest.param('cuda', torch.bfloat16, marks=requires_cuda)
+])
+def test_autocast(name, train, device, dtype):
+    """Under autocast (CPU bfloat16; CUDA float16 and bfloat16) the convs
+    run in the low precision and the ghost layers' shifts (with their
+    epilogues and concatenations) take its inputs: the output stays within
+    its rounding of the float32 model's (atol 2e-2 on [0, 1] images)."""
     torch.manual_seed(0)
-    model = build_small(name, 2).train(train)
-    x = torch.rand(1, 3, 12, 12)
+    model = build_small(name, 2).train(train).to(device)
+    x = torch.rand(1, 3, 12, 12, device=device)
     shift_dtypes = []
     hooks = [layer.register_forward_hook(
         lambda m, i, o: shift_dtypes.append(o.dtype))
@@ -157,15 +164,15 @@ def test_cpu_autocast_bfloat16(name, train):
         expected = model(x)
         shift_dtypes.clear()
         torch.manual_seed(1)
-        with torch.autocast('cpu', dtype=torch.bfloat16):
+        with torch.autocast(device, dtype=dtype):
             out = model(x)
     for h in hooks:
         h.remove()
-    assert shift_dtypes and set(shift_dtypes) == {torch.bfloat16}
+    assert shift_dtypes and set(shift_dtypes) == {dtype}
     assert torch.isfinite(out).all()
     torch.testing.assert_close(out.float(), expected, atol=2e-2, rtol=2e-2)
-    if train:  # and gradients reach the shift weights through bfloat16
-        with torch.autocast('cpu', dtype=torch.bfloat16):
+    if train:  # and gradients reach the shift weights through it
+        with torch.autocast(device, dtype=dtype):
             model(x).float().abs().mean().backward()
         for lname, layer in model.ghost_layers():
             assert torch.isfinite(layer.shift_logits.grad).all(), lname
