@@ -9,7 +9,9 @@ Crops every photo of GT_FOLDER (and its rescaled copies) into GT
 sub-images, writes them and their bicubic LR versions to OUT_ROOT/HR and
 OUT_ROOT/LR_bicubic/X{scale}, measures the PSNR the reference model reaches
 on each (the paper uses a trained MSRResNet; without one, bicubic
-upsampling; ``--label-by gain`` ranks by the gain over bicubic instead),
+upsampling; ``--label-by gain`` ranks by the gain over bicubic instead:
+the smallest-gain third, flat regions that bicubic already gets right and
+textures no network recovers, is simple, the largest-gain third hard),
 and writes the meta-info files of the three classes
 (meta_info_simple.txt: the highest-PSNR third, meta_info_medium.txt,
 meta_info_hard.txt), meta_info_all.txt and sub_images.csv. The configs in
@@ -40,9 +42,9 @@ def parse_args(argv=None):
                         help='reference model checkpoint')
     parser.add_argument('--label-by', default='psnr', choices=['psnr', 'gain'],
                         help="rank sub-images by the reference's PSNR (the "
-                        "paper) or by its gain over bicubic upsampling (flat "
-                        "regions, exact for every network, then rank by how "
-                        "much a network helps, not as simple)")
+                        "paper: the highest third is simple) or by its gain "
+                        "over bicubic upsampling (the smallest third is "
+                        "simple: where a larger network gains least)")
     parser.add_argument('--gt-size', type=int, default=None,
                         help='sub-image size in GT pixels (default: 32 LR '
                         'pixels)')
@@ -88,7 +90,10 @@ def main(argv=None) -> int:
     if args.label_by == 'gain':
         bicubic = reference_psnrs(args.out_root, names, args.scale)
         scores = {n: psnrs[n] - bicubic[n] for n in names}
-    classes = label_by_psnr(scores)
+        # label_by_psnr ranks higher as simpler; here a smaller gain is.
+        classes = label_by_psnr({n: -g for n, g in scores.items()})
+    else:
+        classes = label_by_psnr(scores)
     gt_size = args.gt_size or 32 * args.scale
     write_class_files(args.out_root, classes, psnrs, gt_size, scores)
     for k, fname in enumerate(CLASS_FILES):

@@ -173,7 +173,8 @@ def label_by_psnr(psnrs: Dict[str, float],
     """Class of each sub-image: the highest-PSNR ``1/num_classes`` are
     class 0 (simple), ..., the lowest class ``num_classes - 1`` (hard),
     split at the quantiles of the PSNRs (ties broken by name). Any score
-    where higher means easier works, e.g. the gain over bicubic."""
+    where higher means easier works, e.g. minus a model's gain over
+    bicubic (tools/classsr_prepare.py --label-by gain)."""
     if len(psnrs) < num_classes:
         raise ValueError(f'label_by_psnr: {len(psnrs)} sub-images cannot '
                          f'fill {num_classes} classes')

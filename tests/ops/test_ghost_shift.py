@@ -961,3 +961,31 @@ def test_cuda_backward_needs_no_host_sync():
     torch.testing.assert_close(
         out.cpu(), ops.ghost_shift_backward(grad.cpu(), src.cpu(),
                                             offsets.cpu(), 4))
+
+
+@requires_cuda
+@requires_ext
+@pytest.mark.skipif(
+    not torch.cuda.is_available()
+    or torch.cuda.get_device_properties(0).total_memory < 24 * 2**30,
+    reason='needs a GPU with 24 GiB for tensors of more than 2^31 elements')
+def test_cuda_more_than_2_31_elements():
+    """An output, a gradient and an input gradient of more than 2^31
+    elements (float16; 64-bit offsets in every kernel): equal to the same
+    shift made by slicing, which indexes with 64 bits."""
+    h, w = 32768, 36000  # 1.18e9 elements per plane
+    x = torch.randn(1, 1, h, w, device='cuda', dtype=torch.float16)
+    src = torch.tensor([0, 0], device='cuda')
+    offsets = torch.tensor([[0, 0], [1, -1]], device='cuda')
+    out = ghost_shift(x, src, offsets)
+    assert out.numel() > 2**31
+    assert torch.equal(out[0, 0], x[0, 0])
+    shifted = torch.zeros_like(x[0, 0])
+    shifted[1:, :-1] = x[0, 0, :-1, 1:]
+    assert torch.equal(out[0, 1], shifted)
+    del out, shifted
+    grad = torch.randn(1, 2, h, w, device='cuda', dtype=torch.float16)
+    grad_input = ops.ghost_shift_backward(grad, src, offsets, 1)
+    expected = grad[0, 0].clone()
+    expected[:-1, 1:] += grad[0, 1, 1:, :-1]
+    assert torch.equal(grad_input[0, 0], expected)

@@ -152,8 +152,9 @@ def test_staged_recipe_through_the_tools(tmp_path):
             float(r['psnr']) - bicubic[r['name']], abs=2e-4)
     by_class = [[float(r['score']) for r in gains if r['class'] == str(k)]
                 for k in range(3)]
-    assert min(by_class[0]) >= max(by_class[1]) and \
-        min(by_class[1]) >= max(by_class[2])
+    # The smallest gains are simple, the largest hard.
+    assert max(by_class[0]) <= min(by_class[1]) and \
+        max(by_class[1]) <= min(by_class[2])
     # Stage 3: the classifier, branches loaded and frozen.
     loads = {
         f'model.generator.branches.{k}.init_cfg.checkpoint':
