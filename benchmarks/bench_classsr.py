@@ -4,7 +4,7 @@ branches.
 
     python benchmarks/bench_classsr.py [--iters 1600]
         [--classifier-iters 300] [--joint-iters 100] [--joint-lr 1e-5]
-        [--ghost-iters 300]
+        [--ghost-iters 300] [--label-by psnr|gain]
         [--repeats 5] [--cache DIR] [--out-dir benchmarks/results]
         [--tag NAME] [--overwrite]
 
@@ -18,7 +18,8 @@ shortened:
   0. CARN-M (width 64) trained on all photos: the original network ("-O")
      that ClassSR accelerates, and the reference that labels sub-images;
   1. LR 32x32 sub-images (step 16) labelled simple / medium / hard by the
-     reference's PSNR on them (thirds);
+     reference's PSNR on them (thirds; --label-by gain: by its gain over
+     bicubic, the smallest third simple);
   2. each branch trained from scratch on its class, as long as the original;
   3. the classifier, branches frozen (L1 : Class-Loss : Average-Loss =
      2000 : 1 : 6);
@@ -74,6 +75,12 @@ def parse_args(argv=None):
                         'about this size even for a branch the classifier '
                         'rarely picks, whose gradients are tiny)')
     parser.add_argument('--ghost-iters', type=int, default=300)
+    parser.add_argument('--label-by', default='psnr',
+                        choices=['psnr', 'gain'],
+                        help="classes by the original's PSNR (the paper: "
+                        'the highest third simple) or by its gain over '
+                        'bicubic (the smallest third simple), as '
+                        'tools/classsr_prepare.py')
     parser.add_argument('--repeats', type=int, default=5,
                         help='timed rounds per photo')
     parser.add_argument('--max-side', type=int, default=None,
@@ -209,8 +216,14 @@ def build_models(args, train_pairs):
         original_net, train_pairs, args.iters, 0, lr=1e-3, patch=16))
     lr, gt = cut_sub_images(train_pairs)
     psnrs = sub_image_psnrs(lr, gt, SCALE, original, BATCH)
-    labels = label_by_psnr({i: p for i, p in enumerate(psnrs)})
+    scores = psnrs
+    if args.label_by == 'gain':  # a smaller gain is simpler
+        bicubic = sub_image_psnrs(lr, gt, SCALE, None, BATCH)
+        scores = [b - p for p, b in zip(psnrs, bicubic)]
+    labels = label_by_psnr({i: p for i, p in enumerate(scores)})
     classes = torch.tensor([labels[i] for i in range(len(psnrs))])
+    if args.label_by != 'psnr':  # (cached stages of PSNR labels stay valid)
+        key = dict(key, label_by=args.label_by)
     branches = []
     for k, width in enumerate(WIDTHS):
         members = SubImages(lr[classes == k], gt[classes == k])
@@ -244,9 +257,9 @@ def build_models(args, train_pairs):
         classsr.classifier.state_dict())
     shares = torch.bincount(classes, minlength=3).tolist()
     return original, classsr, ghost_classsr, dict(
-        sub_images=len(psnrs), class_sizes=shares,
-        psnr_thresholds=[min(p for p, c in zip(psnrs, classes) if c == k)
-                         for k in range(2)])
+        sub_images=len(psnrs), class_sizes=shares, label_by=args.label_by,
+        score_thresholds=[min(p for p, c in zip(scores, classes) if c == k)
+                          for k in range(2)])
 
 
 # ------------------------------------------------------------- evaluation

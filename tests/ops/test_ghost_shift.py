@@ -933,6 +933,14 @@ def test_cuda_empty_tensors_and_bad_src_keep_the_context():
     x, src, offsets = sample(device='cuda')
     empty = x[:0]
     assert ghost_shift(empty, src, offsets).shape == (0, 8, 5, 6)
+    grad = torch.randn(0, 8, 5, 6, device='cuda')
+    assert ops.ghost_shift_backward(grad, src, offsets, 4).shape == \
+        (0, 4, 5, 6)
+    channels = torch.tensor([4, 5], device='cuda')
+    weight = ops.ghost_shift_weight_grad(grad, empty, src, channels, 1)
+    assert weight.shape == (2, 3, 3) and not weight.any()  # a sum of nothing
+    out = torch.empty(0, 8, 5, 6, device='cuda')
+    ghost_shift(empty, src, offsets, out=out)  # nothing to write
     cpu_err = raised(ops.ghost_shift, x.cpu(), src.cpu() + 4, offsets.cpu())
     cuda_err = raised(ops.ghost_shift, x, src + 4, offsets)
     assert_same_error(cuda_err, cpu_err)

@@ -245,3 +245,17 @@ def test_bench_classsr_end_to_end(tmp_path, capsys):
     second = json.loads((tmp_path / 'classsr_cpu_again.json').read_text())
     assert second['totals']['ClassSR']['psnr_rgb'] == pytest.approx(
         result['totals']['ClassSR']['psnr_rgb'])
+    # Labels by the gain over bicubic: the original is reused, every stage
+    # after the labelling trains again.
+    gain = subprocess.run(
+        [sys.executable, osp.join(ROOT, 'benchmarks', 'bench_classsr.py'),
+         *argv, '--tag', 'gain', '--label-by', 'gain'],
+        capture_output=True, text=True)
+    assert gain.returncode == 0, gain.stderr[-3000:]
+    assert 'original: loaded from' in gain.stdout
+    assert 'branch0: loaded from' not in gain.stdout
+    labels = json.loads((tmp_path / 'classsr_cpu_gain.json').read_text())[
+        'labels']
+    assert labels['label_by'] == 'gain'
+    # Scores are minus the gain, highest (smallest gain) simple.
+    assert labels['score_thresholds'][0] >= labels['score_thresholds'][1]
