@@ -537,6 +537,30 @@ def test_torch_compile_matches_eager():
 
 
 @requires_ext
+def test_inductor_writes_out_into_a_buffer():
+    """Compiled by inductor (which may pick the layouts of the op's inputs:
+    the ops are tagged flexible_layout), a write into a channel slice of a
+    buffer lands in that slice, and the rest of the buffer is kept."""
+    from torch._inductor import config
+    src, offsets = sample()[1:]
+    conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+
+    def f(x):
+        buf = torch.full((2, 13, 5, 6), 7.0)
+        buf[:, :3] = x
+        ghost_shift(conv(x), src, offsets, out=buf[:, 3:11])
+        return buf, conv(buf[:, 3:6])
+
+    x = torch.rand(2, 3, 5, 6)
+    with torch.no_grad(), config.patch(force_disable_caches=True):
+        expected = f(x)
+        got = torch.compile(f, fullgraph=True)(x)
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a, b)
+    assert (got[0][:, 11:] == 7).all()
+
+
+@requires_ext
 @settings(max_examples=60, deadline=None)
 @given(
     n=st.integers(1, 3),
