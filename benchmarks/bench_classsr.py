@@ -217,7 +217,8 @@ def build_models(args, train_pairs):
     lr, gt = cut_sub_images(train_pairs)
     psnrs = sub_image_psnrs(lr, gt, SCALE, original, BATCH)
     scores = psnrs
-    if args.label_by == 'gain':  # a smaller gain is simpler
+    if args.label_by == 'gain':
+        # Scores rank higher as simpler: minus the gain over bicubic.
         bicubic = sub_image_psnrs(lr, gt, SCALE, None, BATCH)
         scores = [b - p for p, b in zip(psnrs, bicubic)]
     labels = label_by_psnr({i: p for i, p in enumerate(scores)})

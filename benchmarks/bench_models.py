@@ -13,10 +13,9 @@ repeats (regular, ghost, 0.5x, 0.5x, ghost, regular, ...). Two latency
 ratios: of the medians, and the median of the round-by-round ratios (each
 compares calls made seconds apart, so it moves less when the machine
 changes speed during the run), with the quartiles of the latter; the JSON
-keeps every round's times.
-With --compile the eager
-regular and ghost models run in the same rounds as the compiled ones, and a
-second table compares the ratios.
+keeps every round's times. With --compile the eager regular and ghost
+models run in the same rounds as the compiled ones, and a second table
+compares the ratios.
 Training: one step (forward, backward, Adam) on a batch of 16 48x48
 patches, EDSR c64b16, regular vs ghost with learnable shifts. Peak memory:
 inference in a fresh process per model (peak RSS growth on the CPU, max
