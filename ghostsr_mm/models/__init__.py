@@ -1,10 +1,12 @@
 from . import losses
 from .editors import (CARNNet, ClassSR, ClassSRClassifier, ClassSRNet,
                       GhostCARNNet, GhostEDSRNet, GhostModelMixin,
-                      GhostRDNNet, MultiScaleEditModel)
+                      GhostRDNNet, MultiScaleEditModel,
+                      narrowed_state_dict)
 from .layers import GhostConv2d, convert_to_inference, ghost_layers
 
 __all__ = [
     'CARNNet', 'ClassSR', 'ClassSRClassifier', 'ClassSRNet', 'GhostCARNNet', 'GhostEDSRNet', 'GhostModelMixin',
-    'GhostRDNNet', 'MultiScaleEditModel', 'GhostConv2d', 'convert_to_inference', 'ghost_layers'
+    'GhostRDNNet', 'MultiScaleEditModel', 'GhostConv2d', 'convert_to_inference', 'ghost_layers',
+    'narrowed_state_dict'
 ]

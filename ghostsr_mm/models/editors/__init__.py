@@ -1,4 +1,4 @@
-from .carn import CARNNet, GhostCARNNet
+from .carn import CARNNet, GhostCARNNet, narrowed_state_dict
 from .classsr import ClassSR, ClassSRClassifier, ClassSRNet
 from .edsr import GhostEDSRNet
 from .ghost_base import GhostModelMixin, ghost_layer_args
@@ -7,5 +7,6 @@ from .rdn import GhostRDNNet
 
 __all__ = [
     'CARNNet', 'ClassSR', 'ClassSRClassifier', 'ClassSRNet', 'GhostCARNNet', 'GhostEDSRNet', 'GhostModelMixin',
-    'GhostRDNNet', 'MultiScaleEditModel', 'ghost_layer_args'
+    'GhostRDNNet', 'MultiScaleEditModel', 'ghost_layer_args',
+    'narrowed_state_dict'
 ]
