@@ -5,22 +5,31 @@ branches.
     python benchmarks/bench_classsr.py [--iters 1600]
         [--classifier-iters 300] [--joint-iters 100] [--joint-lr 1e-5]
         [--ghost-iters 300] [--label-by psnr|gain]
+        [--widths 32 48 64] [--branch-init original|scratch]
         [--repeats 5] [--cache DIR] [--out-dir benchmarks/results]
         [--tag NAME] [--overwrite]
 
-x4, ClassSR-CARN-M (branches CARN-M of width 36 / 52 / 64). Test photos:
+x4, ClassSR-CARN-M (branches CARN-M of width 32 / 48 / 64; the paper's
+36 / 52 / 64 with --widths 36 52 64: on this CPU a width-36 CARN-M takes
+0.51 of width 64's time for 0.33 of its FLOPs, width 32 0.36 for 0.26, see
+benchmarks/README.md). Test photos:
 the right halves of the two largest photos shipped in the installed
 packages, scikit-image's retina (1411x1411) and hubble_deep_field
 (1000x872), x4 bicubic LR. Training photos: their left halves and the
 other package photos (benchmarks/quality_lib.py: the training and test
 photos of bench_quality.py, longer side 480). The recipe is the paper's,
 shortened:
-  0. CARN-M (width 64) trained on all photos: the original network ("-O")
-     that ClassSR accelerates, and the reference that labels sub-images;
+  0. CARN-M (width 64) trained on all photos: the reference that labels
+     sub-images;
   1. LR 32x32 sub-images (step 16) labelled simple / medium / hard by the
      reference's PSNR on them (thirds; --label-by gain: by its gain over
      bicubic, the smallest third simple);
-  2. each branch trained from scratch on its class, as long as the original;
+  2. each branch initialised from the reference (cut to its width by
+     narrowed_state_dict, the first channels of each group) and trained on
+     its class; the original network ("-O") that ClassSR accelerates is the
+     reference trained as long again on all photos, so that every network
+     has had the same number of steps (--branch-init scratch: branches
+     from scratch, and the reference is the original);
   3. the classifier, branches frozen (L1 : Class-Loss : Average-Loss =
      2000 : 1 : 6);
   4. everything together.
@@ -56,10 +65,9 @@ sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 
 SCALE = 4
 TILE, OVERLAP, BATCH = 32, 2, 64
-WIDTHS = (36, 52, 64)
 # A ghost layer's intrinsic channels must be a multiple of CARN-M's 4
 # groups: the ghost ratio of each width nearest 0.5 that allows it.
-GHOST_RATIOS = {36: 0.45, 52: 0.47, 64: 0.5}
+GHOST_RATIOS = {32: 0.5, 36: 0.45, 48: 0.5, 52: 0.47, 64: 0.5}
 TEST_PHOTOS = ('skimage:retina', 'skimage:hubble_deep_field')
 LOSS_WEIGHTS = (2000.0, 1.0, 6.0)
 
@@ -81,6 +89,14 @@ def parse_args(argv=None):
                         'the highest third simple) or by its gain over '
                         'bicubic (the smallest third simple), as '
                         'tools/classsr_prepare.py')
+    parser.add_argument('--widths', type=int, nargs=3, default=[32, 48, 64],
+                        choices=sorted(GHOST_RATIOS),
+                        help='CARN-M widths of the simple, medium and hard '
+                        'branches (the original is width 64)')
+    parser.add_argument('--branch-init', default='original',
+                        choices=['original', 'scratch'],
+                        help='branches start from the reference cut to '
+                        'their width, or from scratch')
     parser.add_argument('--repeats', type=int, default=5,
                         help='timed rounds per photo')
     parser.add_argument('--max-side', type=int, default=None,
@@ -205,17 +221,23 @@ def build_models(args, train_pairs):
     from quality_lib import train
 
     from ghostsr_mm.datasets import label_by_psnr, sub_image_psnrs
-    from ghostsr_mm.models import ClassSRNet
+    from ghostsr_mm.models import ClassSRNet, narrowed_state_dict
     from ghostsr_mm.models.clustering import cluster_init
     from ghostsr_mm.models.layers import convert_to_inference
     cache = Cache(args.cache)
     key = dict(iters=args.iters,
                photos=[list(t.shape) for t in train_pairs.lr_t])
-    original_net = carn_m(64)
-    original = cache.run('original', key, original_net, lambda: train(
-        original_net, train_pairs, args.iters, 0, lr=1e-3, patch=16))
+    reference_net = carn_m(64)
+    reference = cache.run('original', key, reference_net, lambda: train(
+        reference_net, train_pairs, args.iters, 0, lr=1e-3, patch=16))
+    original = reference
+    if args.branch_init == 'original':  # as many steps as each branch
+        original = carn_m(64)
+        original.load_state_dict(reference.state_dict())
+        cache.run('original-continued', key, original, lambda: train(
+            original, train_pairs, args.iters, 3, lr=1e-3, patch=16))
     lr, gt = cut_sub_images(train_pairs)
-    psnrs = sub_image_psnrs(lr, gt, SCALE, original, BATCH)
+    psnrs = sub_image_psnrs(lr, gt, SCALE, reference, BATCH)
     scores = psnrs
     if args.label_by == 'gain':
         # Scores rank higher as simpler: minus the gain over bicubic.
@@ -223,15 +245,23 @@ def build_models(args, train_pairs):
         scores = [b - p for p, b in zip(psnrs, bicubic)]
     labels = label_by_psnr({i: p for i, p in enumerate(scores)})
     classes = torch.tensor([labels[i] for i in range(len(psnrs))])
-    if args.label_by != 'psnr':  # (cached stages of PSNR labels stay valid)
+    # (the stages cached before these settings existed stay valid)
+    if args.label_by != 'psnr':
         key = dict(key, label_by=args.label_by)
+    if args.branch_init != 'scratch' or args.widths != [36, 52, 64]:
+        key = dict(key, widths=args.widths, branch_init=args.branch_init)
     branches = []
-    for k, width in enumerate(WIDTHS):
+    for k, width in enumerate(args.widths):
         members = SubImages(lr[classes == k], gt[classes == k])
         net = carn_m(width)
-        branches.append(cache.run(
-            f'branch{k}', key, net, lambda net=net, m=members: train(
-                net, m, args.iters, k, lr=1e-3, patch=16)))
+
+        def fit(net=net, members=members, k=k):
+            if args.branch_init == 'original':
+                net.load_state_dict(
+                    narrowed_state_dict(reference.state_dict(), net))
+            train(net, members, args.iters, k, lr=1e-3, patch=16)
+
+        branches.append(cache.run(f'branch{k}', key, net, fit))
     classsr = ClassSRNet(branches)
     key = dict(key, classifier=args.classifier_iters)
     cache.run('classifier', key, classsr, lambda: train_classsr(
@@ -243,7 +273,8 @@ def build_models(args, train_pairs):
         list(classsr.parameters())))
     key = dict(key, ghost=args.ghost_iters)
     ghosts = []
-    for k, (width, branch) in enumerate(zip(WIDTHS, classsr.branches)):
+    for k, (width, branch) in enumerate(zip(args.widths,
+                                            classsr.branches)):
         members = SubImages(lr[classes == k], gt[classes == k])
         ghost = carn_m(width, ghost=True, zero_shift_bias=1.0)
 
@@ -351,10 +382,12 @@ def totals(rows):
 
 
 def markdown(result):
-    rows, tot = result['rows'], result['totals']
+    rows, tot, cfg = result['rows'], result['totals'], result['config']
     lines = [
         f'ClassSR-CARN-M x4 on CPU ({result["machine"]}; '
-        f'`python benchmarks/bench_classsr.py`, {result["seconds"]} s). '
+        f'`{result["command"]}`, {result["seconds"]} s), branches of width '
+        f'{" / ".join(map(str, cfg["widths"]))} '
+        f'({"from the reference" if cfg["branch_init"] == "original" else "from scratch"}). '
         f'Tiles {TILE}x{TILE} LR, overlap {OVERLAP}, {BATCH} per step. '
         'FLOPs and time are ratios to the original CARN-M (width 64) run '
         'the same way (time: median of the per-round ratios, quartiles in '
@@ -439,10 +472,12 @@ def main(argv=None):
                for lr, gt in zip(test.lr, test.gt)]
     result = dict(
         config=dict(vars(args), train_photos=train_specs,
-                    test_photos=TEST_PHOTOS, widths=WIDTHS,
+                    test_photos=TEST_PHOTOS,
                     ghost_ratios=GHOST_RATIOS, loss_weights=LOSS_WEIGHTS),
         machine=f'{platform.processor() or platform.machine()}, '
         f'{os.cpu_count()} CPUs, torch {torch.__version__}',
+        command=' '.join(['python benchmarks/bench_classsr.py'] +
+                         (sys.argv[1:] if argv is None else list(argv))),
         seconds=round(time.time() - start), labels=labels,
         flops_per_tile=flops,
         bicubic=dict(

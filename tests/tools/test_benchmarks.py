@@ -237,6 +237,25 @@ def test_bench_classsr_end_to_end(tmp_path, capsys):
             weighted)
         assert (f'| **all** | {name} |') in out.stdout
     assert (tmp_path / 'classsr_cpu_routing.png').stat().st_size > 0
+    # Each branch starts from the reference cut to its width: two Adam
+    # steps of at most ~1e-3 each away from it.
+    import glob
+    import torch
+    from ghostsr_mm.models import CARNNet, narrowed_state_dict
+    cache = tmp_path / 'classsr_cache'
+    reference = torch.load(glob.glob(str(cache / 'original-*.pth'))[0],
+                           weights_only=True)
+    assert 'original-continued: trained' in out.stdout
+    for k, width in enumerate((32, 48, 64)):
+        branch = torch.load(glob.glob(str(cache / f'branch{k}-*.pth'))[0],
+                            weights_only=True)
+        start = narrowed_state_dict(
+            reference, CARNNet(mid_channels=width, upscale_factor=4,
+                               efficient=True))
+        assert max((branch[n] - w).abs().max().item()
+                   for n, w in start.items()) < 3e-3
+    assert 'branches of width 32 / 48 / 64 (from the reference)' in \
+        (tmp_path / 'classsr_cpu.md').read_text()
     again = subprocess.run(
         [sys.executable, osp.join(ROOT, 'benchmarks', 'bench_classsr.py'),
          *argv, '--tag', 'again'], capture_output=True, text=True)
@@ -253,6 +272,7 @@ def test_bench_classsr_end_to_end(tmp_path, capsys):
         capture_output=True, text=True)
     assert gain.returncode == 0, gain.stderr[-3000:]
     assert 'original: loaded from' in gain.stdout
+    assert 'original-continued: loaded from' in gain.stdout
     assert 'branch0: loaded from' not in gain.stdout
     labels = json.loads((tmp_path / 'classsr_cpu_gain.json').read_text())[
         'labels']
