@@ -97,3 +97,35 @@ def test_bad_input_is_named():
             GhostCARNNet(mid_channels=8))
     with pytest.raises(ValueError, match="no 'entry.weight'"):
         narrowed_state_dict({}, small)
+
+
+def test_config_starts_a_branch_from_a_wider_checkpoint(tmp_path):
+    """``init_cfg=dict(type='NarrowedPretrained')`` in a generator config,
+    run as the Runner does (model.init_weights() in the mmagic scope), from
+    an MMagic checkpoint; a checkpoint of another network is named."""
+    from mmengine.registry import DefaultScope
+    from mmagic.registry import MODELS
+
+    from ghostsr_mm.checkpoint import CheckpointError
+    torch.manual_seed(1)
+    big = CARNNet(mid_channels=16, efficient=True, upscale_factor=4)
+    path = str(tmp_path / 'iter_10.pth')
+    torch.save(dict(meta=dict(iter=10), state_dict={
+        f'generator.{k}': v for k, v in big.state_dict().items()}), path)
+    cfg = dict(type='CARNNet', mid_channels=8, efficient=True,
+               upscale_factor=4,
+               init_cfg=dict(type='NarrowedPretrained', checkpoint=path))
+    with DefaultScope.overwrite_default_scope('mmagic'):
+        small = MODELS.build(cfg)
+        small.init_weights()
+    expected = narrowed_state_dict(big.state_dict(), small)
+    for name, value in small.state_dict().items():
+        torch.testing.assert_close(value, expected[name], rtol=0, atol=0)
+
+    other = str(tmp_path / 'carn.pth')
+    torch.save(CARNNet(mid_channels=16).state_dict(), other)
+    cfg['init_cfg']['checkpoint'] = other
+    with DefaultScope.overwrite_default_scope('mmagic'):
+        with pytest.raises(CheckpointError,
+                           match=f'{other}: .*16 channels per group'):
+            MODELS.build(cfg).init_weights()

@@ -16,8 +16,10 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 import torch.nn as nn
+from mmengine.logging import print_log
 from mmengine.model import BaseModule
-from mmagic.registry import MODELS
+from mmengine.model.weight_init import update_init_info
+from mmagic.registry import MODELS, WEIGHT_INITIALIZERS
 from torch import Tensor
 
 from ghostsr_mm.models.layers import GrowingConcat, conv_epilogue, ghostify
@@ -384,3 +386,33 @@ def narrowed_state_dict(state_dict: Dict[str, Tensor],
                 "CARNNet with the model's blocks, scales and groups")
         out[f'{name}.weight'], out[f'{name}.bias'] = weight, bias[rows]
     return {k: v.clone() for k, v in out.items()}
+
+
+@WEIGHT_INITIALIZERS.register_module(name='NarrowedPretrained')
+class NarrowedPretrainedInit:
+    """``init_cfg=dict(type='NarrowedPretrained', checkpoint=PATH)``: start
+    a :class:`CARNNet` from a wider trained one (a bare state dict or an
+    MMagic checkpoint of it), cut to its width by
+    :func:`narrowed_state_dict`; e.g. ClassSR's simple and medium branches
+    from the network ClassSR accelerates. The file is read weights-only.
+    """
+
+    def __init__(self, checkpoint: str) -> None:
+        self.checkpoint = checkpoint
+
+    def __call__(self, module: nn.Module) -> None:
+        from ghostsr_mm.checkpoint import CheckpointError, load_generator_state
+        state = load_generator_state(self.checkpoint)
+        try:
+            module.load_state_dict(narrowed_state_dict(state, module))
+        except ValueError as err:
+            raise CheckpointError(f'{self.checkpoint}: {err}') from None
+        print_log(f'{type(module).__name__} (width '
+                  f'{module.entry.out_channels}) cut from the width-'
+                  f'{state["entry.weight"].shape[0]} network in '
+                  f'{self.checkpoint}', logger='current')
+        if hasattr(module, '_params_init_info'):
+            update_init_info(module, init_info=self._get_init_info())
+
+    def _get_init_info(self) -> str:
+        return f'NarrowedPretrained: cut from {self.checkpoint}'
