@@ -6,6 +6,7 @@ branches.
         [--classifier-iters 300] [--joint-iters 100] [--joint-lr 1e-5]
         [--ghost-iters 300] [--label-by psnr|gain]
         [--widths 32 48 64] [--branch-init original|scratch]
+    python benchmarks/bench_classsr.py --width-latency [--repeats 5]
         [--repeats 5] [--cache DIR] [--out-dir benchmarks/results]
         [--tag NAME] [--overwrite]
 
@@ -44,6 +45,11 @@ Test: every model runs in 32x32 LR tiles with overlap 2 (the paper's stride
 (border 4); FLOPs per tile (multiply-accumulates, classifier included) over
 the original's; CPU time of the whole photo, median of interleaved repeats,
 and its ratio to the original in the same rounds.
+
+--width-latency only times untrained CARN-M branches of each width
+(regular, and ghost as its inference graph) on one step of 64 tiles,
+interleaved, against width 64: FLOPs and CPU time ratios, written to
+classsr_cpu_widths[_TAG].{md,json}.
 
 Writes Markdown to stdout and benchmarks/results/classsr_cpu[_TAG].md, the
 figures to classsr_cpu[_TAG].json and the routing of the retina photo to
@@ -97,6 +103,8 @@ def parse_args(argv=None):
                         choices=['original', 'scratch'],
                         help='branches start from the reference cut to '
                         'their width, or from scratch')
+    parser.add_argument('--width-latency', action='store_true',
+                        help='only time the branches of every width')
     parser.add_argument('--repeats', type=int, default=5,
                         help='timed rounds per photo')
     parser.add_argument('--max-side', type=int, default=None,
@@ -437,9 +445,61 @@ def markdown(result):
     return '\n'.join(lines)
 
 
+def width_latency(args, out_json, out_md):
+    """FLOPs and CPU time of CARN-M (and GhostCARN-M) branches of every
+    width in GHOST_RATIOS on one step of BATCH tiles, against width 64."""
+    import torch
+    from ghostsr_mm.analysis import (count_flops, interleaved_times,
+                                     median_times, paired_ratio)
+    from ghostsr_mm.models.layers import convert_to_inference
+    torch.manual_seed(0)
+    tiles = torch.rand(BATCH, 3, TILE, TILE)
+    nets = {}
+    for width in sorted(GHOST_RATIOS):
+        nets[f'CARN-M {width}'] = carn_m(width).eval()
+        nets[f'GhostCARN-M {width}'] = convert_to_inference(
+            carn_m(width, ghost=True)).eval()
+    base = 'CARN-M 64'
+    flops = {n: count_flops(m, (3, TILE, TILE)) for n, m in nets.items()}
+    with torch.inference_mode():
+        times = interleaved_times(
+            {n: (lambda m=m: m(tiles)) for n, m in nets.items()},
+            repeats=args.repeats, warmup=1)
+    medians = median_times(times)
+    rows = [dict(model=n, flops=flops[n], flops_ratio=flops[n] / flops[base],
+                 seconds=medians[n], times=times[n],
+                 time_ratio=paired_ratio(times, n, base)) for n in nets]
+    lines = [
+        f'CARN-M x4 branches on one step of {BATCH} tiles of {TILE}x{TILE} '
+        f'LR ({platform.processor() or platform.machine()}, '
+        f'{os.cpu_count()} CPUs, torch {torch.__version__}; `python '
+        'benchmarks/bench_classsr.py --width-latency`, median of '
+        f'{args.repeats} interleaved rounds). Ratios to CARN-M width 64.',
+        '', '| branch | FLOPs | CPU time (ms) | time ratio (quartiles) | '
+        'time / FLOPs |', '|---|---|---|---|---|'
+    ]
+    for r in rows:
+        mid, low, high = r['time_ratio']
+        lines.append(f'| {r["model"]} | {r["flops_ratio"]:.3f} | '
+                     f'{1000 * r["seconds"]:.0f} | {mid:.3f} ({low:.3f}-'
+                     f'{high:.3f}) | {mid / r["flops_ratio"]:.2f} |')
+    text = '\n'.join(lines)
+    print(text)
+    with open(out_json, 'w') as f:
+        json.dump(dict(config=vars(args), rows=rows), f, indent=1)
+    with open(out_md, 'w') as f:
+        f.write(text + '\n')
+    return 0
+
+
 def main(argv=None):
     args = parse_args(argv)
     from ghostsr_mm.analysis import results_path
+    if args.width_latency:
+        name = 'classsr_cpu_widths' + (f'_{args.tag}' if args.tag else '')
+        return width_latency(
+            args, results_path(args.out_dir, f'{name}.json', args.overwrite),
+            results_path(args.out_dir, f'{name}.md', args.overwrite))
     name = 'classsr_cpu' + (f'_{args.tag}' if args.tag else '')
     out_json = results_path(args.out_dir, f'{name}.json', args.overwrite)
     out_md = results_path(args.out_dir, f'{name}.md', args.overwrite)

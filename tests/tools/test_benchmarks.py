@@ -279,3 +279,31 @@ def test_bench_classsr_end_to_end(tmp_path, capsys):
     assert labels['label_by'] == 'gain'
     # Scores are minus the gain, highest (smallest gain) simple.
     assert labels['score_thresholds'][0] >= labels['score_thresholds'][1]
+
+
+@pytest.mark.slow
+def test_bench_classsr_width_latency(tmp_path):
+    """--width-latency: one row per branch, ratios to width 64, trains
+    nothing; an existing table is kept without --overwrite."""
+    import subprocess
+    import sys
+    argv = [sys.executable, osp.join(ROOT, 'benchmarks', 'bench_classsr.py'),
+            '--width-latency', '--repeats', '2', '--out-dir', str(tmp_path)]
+    out = subprocess.run(argv, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = {r['model']: r for r in json.loads(
+        (tmp_path / 'classsr_cpu_widths.json').read_text())['rows']}
+    widths = (32, 36, 48, 52, 64)
+    assert sorted(rows) == sorted([f'CARN-M {w}' for w in widths] +
+                                  [f'GhostCARN-M {w}' for w in widths])
+    assert rows['CARN-M 64']['flops_ratio'] == 1.0
+    assert rows['CARN-M 64']['time_ratio'] == [1.0, 1.0, 1.0]
+    regular = [rows[f'CARN-M {w}']['flops'] for w in widths]
+    assert regular == sorted(regular)
+    for w in widths:  # the shift costs nothing, the intrinsic conv less
+        assert rows[f'GhostCARN-M {w}']['flops'] < rows[f'CARN-M {w}'][
+            'flops']
+        assert len(rows[f'CARN-M {w}']['times']) == 2
+    assert not list((tmp_path).glob('classsr_cache*'))  # nothing trained
+    again = subprocess.run(argv, capture_output=True, text=True)
+    assert again.returncode == 1 and '--overwrite' in again.stderr
