@@ -354,6 +354,14 @@ def evaluate(args, models, photos):
                                  tiles=int(counts.sum()))
                     pictures[name, m] = classes
                 row['models'][m] = entry
+            # Each branch alone on every tile: where the routing loses.
+            row['branches'] = {
+                m: [float(psnr(quantize(tiled_inference(
+                    b, lr, TILE, OVERLAP, BATCH, blend=True)[0]),
+                    quantize(gt[0]), SCALE)) for b in net.branches]
+                for m, net in (('ClassSR', classsr),
+                               ('ClassSR-ghost', ghost_classsr))
+            }
         rows.append(row)
     return rows, pictures, dict(
         original=base_flops, **{m: c for m, c in costs.items()})
@@ -426,6 +434,16 @@ def markdown(result):
         mid, low, high = e['time_ratio']
         return f'{mid:.3f} ({low:.3f}-{high:.3f})'
 
+    lines += [
+        '', 'Each branch alone on every tile (RGB-PSNR; simple / medium / '
+        'hard):', '', '| photo | original | branches | ghost branches |',
+        '|---|---|---|---|'
+    ] + [
+        f'| {r["photo"]} | {r["models"]["original"]["psnr_rgb"]:.3f} | ' +
+        ' | '.join(' / '.join(f'{p:.3f}' for p in r['branches'][m])
+                   for m in ('ClassSR', 'ClassSR-ghost')) + ' |'
+        for r in rows
+    ]
     lines += [
         '', f'Bicubic: RGB-PSNR {result["bicubic"]["rgb"]:.3f}, '
         f'Y-PSNR {result["bicubic"]["y"]:.3f} dB.', '',

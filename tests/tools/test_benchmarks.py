@@ -231,6 +231,12 @@ def test_bench_classsr_end_to_end(tmp_path, capsys):
             assert e['flops_ratio'] == pytest.approx(expected)
             tiles.setdefault(name, []).append((e['tiles'], e['flops_ratio']))
         assert row['models']['original']['flops_ratio'] == 1.0
+        for name in ('ClassSR', 'ClassSR-ghost'):  # each branch alone
+            assert len(row['branches'][name]) == 3
+            shares = row['models'][name]['shares']
+            if max(shares) == 1.0:  # one branch took every tile
+                assert row['models'][name]['psnr_rgb'] == pytest.approx(
+                    row['branches'][name][shares.index(1.0)])
     for name, pairs in tiles.items():
         weighted = sum(n * r for n, r in pairs) / sum(n for n, _ in pairs)
         assert result['totals'][name]['flops_ratio'] == pytest.approx(
