@@ -399,11 +399,11 @@ def totals(rows):
 
 def markdown(result):
     rows, tot, cfg = result['rows'], result['totals'], result['config']
+    start = 'the reference' if cfg['branch_init'] == 'original' else 'scratch'
     lines = [
         f'ClassSR-CARN-M x4 on CPU ({result["machine"]}; '
         f'`{result["command"]}`, {result["seconds"]} s), branches of width '
-        f'{" / ".join(map(str, cfg["widths"]))} '
-        f'({"from the reference" if cfg["branch_init"] == "original" else "from scratch"}). '
+        f'{" / ".join(map(str, cfg["widths"]))} (from {start}). '
         f'Tiles {TILE}x{TILE} LR, overlap {OVERLAP}, {BATCH} per step. '
         'FLOPs and time are ratios to the original CARN-M (width 64) run '
         'the same way (time: median of the per-round ratios, quartiles in '
