@@ -53,7 +53,7 @@ def routed_inference(model,
 
     def run(patches: Tensor) -> Tensor:
         sr, probs = model(patches, return_probs=True)
-        classes.append(model.classify(probs))
+        classes.append(probs.argmax(dim=1))
         return sr
 
     sr = tiled_inference(run, lr, tile, overlap, batch_size, progress,

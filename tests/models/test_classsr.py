@@ -155,28 +155,9 @@ def test_eval_routes_each_sub_image_to_its_branch_once_per_batch():
     assert sorted(calls) == [(0, 2), (1, 1), (2, 4)]
     for i, k in enumerate(classes.tolist()):
         torch.testing.assert_close(out[i], net.branches[k](x[i:i + 1])[0])
-    # forward() routes by classify().
+    # forward() routes by the classifier's argmax.
     out, probs = net(x, return_probs=True)
-    torch.testing.assert_close(out, net.route(x, net.classify(probs)))
-
-
-def test_near_ties_go_to_the_cheapest_branch():
-    probs = torch.tensor([
-        [0.3333, 0.3333, 0.3334],  # no opinion (a flat tile): simple
-        [0.200, 0.395, 0.405],  # medium within 0.01 of hard: medium
-        [0.100, 0.300, 0.600],
-        [0.500, 0.100, 0.400],
-        [0.350, 0.150, 0.500],
-    ])
-    assert ClassSRNet(TINY_BRANCHES).classify(probs).tolist() == \
-        [0, 1, 2, 0, 2]
-    argmax = ClassSRNet(TINY_BRANCHES, tie_margin=0)  # the paper's rule
-    assert argmax.classify(probs).tolist() == [2, 2, 2, 0, 2]
-    wide = ClassSRNet(TINY_BRANCHES, tie_margin=0.2)
-    assert wide.classify(probs).tolist() == [0, 1, 2, 0, 0]
-    for bad in (-0.1, 1.0):
-        with pytest.raises(ValueError, match='`tie_margin` must be in'):
-            ClassSRNet(TINY_BRANCHES, tie_margin=bad)
+    torch.testing.assert_close(out, net.route(x, probs.argmax(1)))
 
 
 def test_branches_must_agree_on_the_scale():
@@ -308,7 +289,7 @@ def test_classsr_training_losses_are_the_papers_weighted_terms():
         float(ClassLoss()(probs)), rel=1e-5)
     assert float(losses['loss_average']) == pytest.approx(
         6 * float((probs.sum(0) - 4 / 3).abs().sum()), rel=1e-5)
-    hard = torch.bincount(model.generator.classify(probs), minlength=3) / 4
+    hard = torch.bincount(probs.argmax(1), minlength=3) / 4
     assert [float(losses[f'share_{n}']) for n in ('simple', 'medium',
                                                    'hard')] == hard.tolist()
     with pytest.raises(ValueError, match=r"unknown `test_cfg` keys \['tiles'\]"):

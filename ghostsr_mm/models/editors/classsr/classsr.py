@@ -79,8 +79,7 @@ class ClassSR(BaseEditModel):
             loss_class=self.class_loss(probs),
             loss_average=self.average_loss(probs))
         m = probs.shape[1]
-        shares = class_counts(self.generator.classify(probs.detach()),
-                              m).float()
+        shares = class_counts(probs.detach().argmax(1), m).float()
         shares /= probs.shape[0]
         for k in range(m):
             losses[f'share_{class_name(k, m)}'] = shares[k]

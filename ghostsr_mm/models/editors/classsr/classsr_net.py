@@ -5,10 +5,9 @@ of different cost.
 
 Training: every branch runs on every sub-image and the output is the
 mixture weighted by the class probabilities (Eq. 1 of the paper). Eval: each
-sub-image goes to its most probable branch only (near-ties to the
-cheapest), and every branch runs once on the batch of the sub-images routed
-to it. Tiling a large image into sub-images is
-:func:`ghostsr_mm.apis.routed_inference`.
+sub-image goes to its most probable branch only, and every branch runs once
+on the batch of the sub-images routed to it. Tiling a large image into
+sub-images is :func:`ghostsr_mm.apis.routed_inference`.
 """
 from typing import Dict, List, Optional, Sequence
 
@@ -88,12 +87,6 @@ class ClassSRNet(BaseModule):
         classifier (dict, optional): Config of the Class-Module. Default:
             ``ClassSRClassifier`` with ``num_classes=len(branches)``.
         in_channels (int): Image channels. Default: 3.
-        tie_margin (float): In eval, a sub-image goes to the cheapest
-            branch whose probability is within this margin of the highest
-            (0: the argmax, as the paper). The classifier has no opinion on
-            a flat sub-image (its probabilities come out nearly uniform,
-            and every branch renders it alike), so near-ties cost the
-            least. Default: 0.01.
 
     Shapes:
         (N, C, H, W) -> (N, C, sH, sW); ``forward(x, return_probs=True)``
@@ -104,13 +97,8 @@ class ClassSRNet(BaseModule):
                  branches: Sequence[Dict],
                  classifier: Optional[Dict] = None,
                  in_channels: int = 3,
-                 tie_margin: float = 0.01,
                  init_cfg: Optional[Dict] = None) -> None:
         super().__init__(init_cfg)
-        if not 0 <= tie_margin < 1:
-            raise ValueError('ClassSRNet: `tie_margin` must be in [0, 1), '
-                             f'got {tie_margin!r}')
-        self.tie_margin = float(tie_margin)
         if not isinstance(branches, (list, tuple)) or len(branches) < 2:
             raise ValueError('ClassSRNet: `branches` must be a list of at '
                              'least two generator configs (simple to hard), '
@@ -136,8 +124,7 @@ class ClassSRNet(BaseModule):
 
     def forward(self, x: Tensor, return_probs: bool = False):
         """Training mode: the probability-weighted mixture of all branches.
-        Eval mode: each sub-image through the branch :meth:`classify`
-        picks, only.
+        Eval mode: each sub-image through its most probable branch only.
 
         Args:
             x (Tensor): (N, C, H, W) LR sub-images.
@@ -149,16 +136,8 @@ class ClassSRNet(BaseModule):
             out = sum(p.view(-1, 1, 1, 1) * branch(x)
                       for p, branch in zip(probs.unbind(1), self.branches))
         else:
-            out = self.route(x, self.classify(probs))
+            out = self.route(x, probs.argmax(dim=1))
         return (out, probs) if return_probs else out
-
-    def classify(self, probs: Tensor) -> Tensor:
-        """The branch of each sub-image from its (N, M) probabilities: the
-        cheapest whose probability is within ``tie_margin`` of the
-        highest."""
-        best = probs.max(dim=1, keepdim=True).values
-        near = probs >= best - self.tie_margin
-        return near.to(torch.uint8).argmax(dim=1)  # the first near-best
 
     def route(self, x: Tensor, classes: Tensor) -> Tensor:
         """Run branch ``k`` on the sub-images ``x[classes == k]`` (one batch
