@@ -249,8 +249,10 @@ def test_bench_classsr_end_to_end(tmp_path, capsys):
     import torch
     from ghostsr_mm.models import CARNNet, narrowed_state_dict
     cache = tmp_path / 'classsr_cache'
-    reference = torch.load(glob.glob(str(cache / 'original-*.pth'))[0],
-                           weights_only=True)
+    found = [p for p in glob.glob(str(cache / 'original-*.pth'))
+             if 'continued' not in p]
+    assert len(found) == 1
+    reference = torch.load(found[0], weights_only=True)
     assert 'original-continued: trained' in out.stdout
     for k, width in enumerate((32, 48, 64)):
         branch = torch.load(glob.glob(str(cache / f'branch{k}-*.pth'))[0],
