@@ -6,6 +6,7 @@ branches.
         [--classifier-iters 300] [--joint-iters 100] [--joint-lr 1e-5]
         [--ghost-iters 300] [--label-by psnr|gain]
         [--widths 32 48 64] [--branch-init original|scratch]
+        [--average-loss paper|official]
     python benchmarks/bench_classsr.py --width-latency [--repeats 5]
         [--repeats 5] [--cache DIR] [--out-dir benchmarks/results]
         [--tag NAME] [--overwrite]
@@ -103,6 +104,10 @@ def parse_args(argv=None):
                         choices=['original', 'scratch'],
                         help='branches start from the reference cut to '
                         'their width, or from scratch')
+    parser.add_argument('--average-loss', default='paper',
+                        choices=['paper', 'official'],
+                        help="the Average-Loss in the paper's form, or "
+                        "divided by 4B/M as the official code")
     parser.add_argument('--width-latency', action='store_true',
                         help='only time the branches of every width')
     parser.add_argument('--repeats', type=int, default=5,
@@ -162,7 +167,8 @@ def augment(x, y, rng):
     return x.rot90(k, (2, 3)), y.rot90(k, (2, 3))
 
 
-def train_classsr(net, lr, gt, iters, seed, lr_rate, trainable):
+def train_classsr(net, lr, gt, iters, seed, lr_rate, trainable,
+                  normalize_average=False):
     """ClassSR's losses on whole sub-images, batches of 16; only the
     ``trainable`` parameters learn."""
     import numpy as np
@@ -172,7 +178,8 @@ def train_classsr(net, lr, gt, iters, seed, lr_rate, trainable):
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     w_pix, w_class, w_avg = LOSS_WEIGHTS
-    class_loss, average_loss = ClassLoss(w_class), AverageLoss(w_avg)
+    class_loss = ClassLoss(w_class)
+    average_loss = AverageLoss(w_avg, normalize=normalize_average)
     for p in net.parameters():
         p.requires_grad_(False)
     for p in trainable:
@@ -272,13 +279,16 @@ def build_models(args, train_pairs):
         branches.append(cache.run(f'branch{k}', key, net, fit))
     classsr = ClassSRNet(branches)
     key = dict(key, classifier=args.classifier_iters)
+    official = args.average_loss == 'official'
+    if official:
+        key = dict(key, average_loss=args.average_loss)
     cache.run('classifier', key, classsr, lambda: train_classsr(
         classsr, lr, gt, args.classifier_iters, 1, 1e-3,
-        list(classsr.classifier.parameters())))
+        list(classsr.classifier.parameters()), official))
     key = dict(key, joint=args.joint_iters, joint_lr=args.joint_lr)
     cache.run('joint', key, classsr, lambda: train_classsr(
         classsr, lr, gt, args.joint_iters, 2, args.joint_lr,
-        list(classsr.parameters())))
+        list(classsr.parameters()), official))
     key = dict(key, ghost=args.ghost_iters)
     ghosts = []
     for k, (width, branch) in enumerate(zip(args.widths,

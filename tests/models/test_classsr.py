@@ -90,6 +90,11 @@ def test_average_loss_on_hand_computed_tables():
     # B = 4, M = 2: sums (2.5, 1.5), B/M = 2 -> 0.5 + 0.5.
     two = torch.tensor([[0.5, 0.5], [1.0, 0], [0.75, 0.25], [0.25, 0.75]])
     assert float(loss(two)) == pytest.approx(1.0)
+    # The official code's form divides by 4 B / M: 4 / (4 * 3 / 3) = 1;
+    # 1 / (4 * 4 / 2) = 1 / 8.
+    official = AverageLoss(loss_weight=1.0, normalize=True)
+    assert float(official(all_first)) == pytest.approx(1.0)
+    assert float(official(two)) == pytest.approx(0.125)
 
 
 def collapsed_classifier_after(steps, with_average_loss):

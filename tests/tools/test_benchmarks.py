@@ -282,6 +282,16 @@ def test_bench_classsr_end_to_end(tmp_path, capsys):
     assert 'original: loaded from' in gain.stdout
     assert 'original-continued: loaded from' in gain.stdout
     assert 'branch0: loaded from' not in gain.stdout
+    # The official code's Average-Loss: branches reused, classifier and
+    # later stages trained again.
+    official = subprocess.run(
+        [sys.executable, osp.join(ROOT, 'benchmarks', 'bench_classsr.py'),
+         *argv, '--tag', 'official', '--average-loss', 'official'],
+        capture_output=True, text=True)
+    assert official.returncode == 0, official.stderr[-3000:]
+    assert 'branch2: loaded from' in official.stdout
+    assert 'classifier: trained' in official.stdout
+    assert 'joint: trained' in official.stdout
     labels = json.loads((tmp_path / 'classsr_cpu_gain.json').read_text())[
         'labels']
     assert labels['label_by'] == 'gain'

@@ -47,15 +47,28 @@ class AverageLoss(nn.Module):
     sub-images of the batch (the paper's form); it stops the classifier from
     sending every sub-image to one branch.
 
+    In this form its gradient on each sub-image is about ``loss_weight``
+    per class, against the Class-Loss's ``2 / B`` (a batch mean), so it
+    can hold the probabilities at uniform: a classifier trained so at CPU
+    scale stayed within 0.001 of 1/M on every tile (benchmarks/README.md).
+    ``normalize=True`` divides by ``4 B / M``, as the official code does.
+
     Args:
         loss_weight (float): Default: 6.0 (the paper's).
+        normalize (bool): Divide by ``4 B / M`` (the official code).
+            Default: False (the paper's form).
     """
 
-    def __init__(self, loss_weight: float = 6.0) -> None:
+    def __init__(self, loss_weight: float = 6.0,
+                 normalize: bool = False) -> None:
         super().__init__()
         self.loss_weight = loss_weight
+        self.normalize = normalize
 
     def forward(self, probs: Tensor) -> Tensor:
         _check_probs(probs, 'AverageLoss')
         b, m = probs.shape
-        return self.loss_weight * (probs.sum(dim=0) - b / m).abs().sum()
+        loss = (probs.sum(dim=0) - b / m).abs().sum()
+        if self.normalize:
+            loss = loss / (4 * b / m)
+        return self.loss_weight * loss
