@@ -214,10 +214,16 @@ def test_bench_classsr_end_to_end(tmp_path, capsys):
     argv = ['--iters', '2', '--classifier-iters', '2', '--joint-iters',
             '2', '--ghost-iters', '2', '--repeats', '2', '--max-side',
             '200', '--out-dir', str(tmp_path)]
-    out = subprocess.run(
-        [sys.executable, osp.join(ROOT, 'benchmarks', 'bench_classsr.py'),
-         *argv], capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr[-3000:]
+
+    def bench(*extra):
+        """A successful run with ``extra`` arguments; its stdout."""
+        done = subprocess.run(
+            [sys.executable, osp.join(ROOT, 'benchmarks', 'bench_classsr.py'),
+             *argv, *extra], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done.stdout
+
+    out = bench()
     result = json.loads((tmp_path / 'classsr_cpu.json').read_text())
     flops = result['flops_per_tile']
     tiles = {}
@@ -241,7 +247,7 @@ def test_bench_classsr_end_to_end(tmp_path, capsys):
         weighted = sum(n * r for n, r in pairs) / sum(n for n, _ in pairs)
         assert result['totals'][name]['flops_ratio'] == pytest.approx(
             weighted)
-        assert (f'| **all** | {name} |') in out.stdout
+        assert (f'| **all** | {name} |') in out
     assert (tmp_path / 'classsr_cpu_routing.png').stat().st_size > 0
     # Each branch starts from the reference cut to its width: two Adam
     # steps of at most ~1e-3 each away from it.
@@ -253,7 +259,7 @@ def test_bench_classsr_end_to_end(tmp_path, capsys):
              if 'continued' not in p]
     assert len(found) == 1
     reference = torch.load(found[0], weights_only=True)
-    assert 'original-continued: trained' in out.stdout
+    assert 'original-continued: trained' in out
     for k, width in enumerate((32, 48, 64)):
         branch = torch.load(glob.glob(str(cache / f'branch{k}-*.pth'))[0],
                             weights_only=True)
@@ -264,39 +270,27 @@ def test_bench_classsr_end_to_end(tmp_path, capsys):
                    for n, w in start.items()) < 3e-3
     assert 'branches of width 32 / 48 / 64 (from the reference)' in \
         (tmp_path / 'classsr_cpu.md').read_text()
-    again = subprocess.run(
-        [sys.executable, osp.join(ROOT, 'benchmarks', 'bench_classsr.py'),
-         *argv, '--tag', 'again'], capture_output=True, text=True)
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert 'joint: loaded from' in again.stdout
+    assert 'joint: loaded from' in bench('--tag', 'again')
     second = json.loads((tmp_path / 'classsr_cpu_again.json').read_text())
     assert second['totals']['ClassSR']['psnr_rgb'] == pytest.approx(
         result['totals']['ClassSR']['psnr_rgb'])
     # Labels by the gain over bicubic: the original is reused, every stage
     # after the labelling trains again.
-    gain = subprocess.run(
-        [sys.executable, osp.join(ROOT, 'benchmarks', 'bench_classsr.py'),
-         *argv, '--tag', 'gain', '--label-by', 'gain'],
-        capture_output=True, text=True)
-    assert gain.returncode == 0, gain.stderr[-3000:]
-    assert 'original: loaded from' in gain.stdout
-    assert 'original-continued: loaded from' in gain.stdout
-    assert 'branch0: loaded from' not in gain.stdout
-    # The official code's Average-Loss: branches reused, classifier and
-    # later stages trained again.
-    official = subprocess.run(
-        [sys.executable, osp.join(ROOT, 'benchmarks', 'bench_classsr.py'),
-         *argv, '--tag', 'official', '--average-loss', 'official'],
-        capture_output=True, text=True)
-    assert official.returncode == 0, official.stderr[-3000:]
-    assert 'branch2: loaded from' in official.stdout
-    assert 'classifier: trained' in official.stdout
-    assert 'joint: trained' in official.stdout
+    gain = bench('--tag', 'gain', '--label-by', 'gain')
+    assert 'original: loaded from' in gain
+    assert 'original-continued: loaded from' in gain
+    assert 'branch0: loaded from' not in gain
     labels = json.loads((tmp_path / 'classsr_cpu_gain.json').read_text())[
         'labels']
     assert labels['label_by'] == 'gain'
     # Scores are minus the gain, highest (smallest gain) simple.
     assert labels['score_thresholds'][0] >= labels['score_thresholds'][1]
+    # The official code's Average-Loss: branches reused, classifier and
+    # later stages trained again.
+    official = bench('--tag', 'official', '--average-loss', 'official')
+    assert 'branch2: loaded from' in official
+    assert 'classifier: trained' in official
+    assert 'joint: trained' in official
 
 
 @pytest.mark.slow
