@@ -45,7 +45,11 @@ Test: every model runs in 32x32 LR tiles with overlap 2 (the paper's stride
 28), 64 tiles per step, blended; PSNR on RGB and on Y with MMagic's metric
 (border 4); FLOPs per tile (multiply-accumulates, classifier included) over
 the original's; CPU time of the whole photo, median of interleaved repeats,
-and its ratio to the original in the same rounds.
+and its ratio to the original in the same rounds. Also each branch alone
+on every tile, and the "perfect routing": the same FLOPs per photo spent
+by the tiles' true errors (each tile to the branch minimising its squared
+error + lambda x FLOPs), what these branches reach under a perfect
+classifier; the gap to it is the classifier's, the rest the branches'.
 
 --width-latency only times untrained CARN-M branches of each width
 (regular, and ghost as its inference graph) on one step of 64 tiles,
@@ -372,9 +376,67 @@ def evaluate(args, models, photos):
                 for m, net in (('ClassSR', classsr),
                                ('ClassSR-ghost', ghost_classsr))
             }
+            # The same FLOPs routed by the tiles' true errors: what a
+            # perfect classifier would reach with these branches.
+            row['oracle'] = {}
+            for m, net in (('ClassSR', classsr),
+                           ('ClassSR-ghost', ghost_classsr)):
+                e = row['models'][m]
+                budget = (e['flops_ratio'] * base_flops -
+                          costs[m]['classifier'])
+                classes, sr = oracle_routing(net, lr, gt, budget)
+                cost = routing_flops(
+                    torch.bincount(classes, minlength=3).tolist(), costs[m])
+                row['oracle'][m] = dict(
+                    psnr_rgb=float(psnr(quantize(sr[0]), quantize(gt[0]),
+                                        SCALE)),
+                    flops_ratio=cost['flops'] / base_flops,
+                    shares=cost['shares'], tiles=len(classes))
         rows.append(row)
     return rows, pictures, dict(
         original=base_flops, **{m: c for m, c in costs.items()})
+
+
+def oracle_routing(net, lr, gt, budget):
+    """The routing of ``lr``'s tiles that knows their true errors: per
+    tile the branch minimising its squared error plus lambda times its
+    FLOPs, lambda the smallest that keeps the average branch FLOPs within
+    ``budget`` (bisection). What these branches reach at that cost under a
+    perfect classifier. Returns (classes, SR image)."""
+    import torch
+    from ghostsr_mm.apis import tile_layout, tiled_inference
+    from ghostsr_mm.analysis import count_flops
+    layout = tile_layout(*lr.shape[-2:], TILE, OVERLAP)
+    flops = torch.tensor([float(count_flops(b, (3, TILE, TILE)))
+                          for b in net.branches])
+    errors = []
+    for first in range(0, len(layout), BATCH):
+        group = layout[first:first + BATCH]
+        x = torch.stack([lr[0, :, y:y + TILE, x:x + TILE]
+                         for (y, x), _ in group])
+        y = torch.stack([
+            gt[0, :, SCALE * y:SCALE * (y + TILE),
+               SCALE * x:SCALE * (x + TILE)] for (y, x), _ in group
+        ])
+        errors.append(torch.stack(
+            [(b(x) - y).pow(2).flatten(1).sum(1) for b in net.branches], 1))
+    errors = torch.cat(errors).double()
+
+    def pick(lam):
+        return (errors + lam * flops.double()).argmin(1)
+
+    low, high = 0.0, 1.0
+    while flops[pick(high)].mean() > budget:
+        high *= 2
+    for _ in range(60):
+        mid = (low + high) / 2
+        low, high = (low, mid) if flops[pick(mid)].mean() <= budget \
+            else (mid, high)
+    classes = pick(high)
+    batches = iter(classes.split(BATCH))
+    sr = tiled_inference(lambda x: net.route(x, next(batches)), lr, TILE,
+                         OVERLAP, BATCH, blend=True)
+    return classes, sr
 
 
 def totals(rows):
@@ -404,6 +466,21 @@ def totals(rows):
     times = {m: t['times'] for m, t in out.items()}
     for m in out:
         out[m]['time_ratio'] = paired_ratio(times, m, 'original')
+    return out
+
+
+def oracle_totals(rows):
+    """The perfect routings over all test tiles, as totals() does."""
+    out = {}
+    for m in rows[0]['oracle']:
+        entries = [r['oracle'][m] for r in rows]
+        tiles = sum(e['tiles'] for e in entries)
+        out[m] = dict(
+            psnr_rgb=sum(e['psnr_rgb'] for e in entries) / len(entries),
+            flops_ratio=sum(e['flops_ratio'] * e['tiles']
+                            for e in entries) / tiles,
+            shares=[sum(e['shares'][k] * e['tiles'] for e in entries) / tiles
+                    for k in range(3)])
     return out
 
 
@@ -454,6 +531,25 @@ def markdown(result):
                    for m in ('ClassSR', 'ClassSR-ghost')) + ' |'
         for r in rows
     ]
+    lines += [
+        '', 'The same FLOPs on each photo routed by the tiles\' true errors '
+        '(each tile to the branch minimising its squared error + lambda x '
+        'FLOPs): what a perfect classifier reaches with these branches '
+        '(RGB-PSNR; tiles simple / medium / hard):', '',
+        '| photo | ClassSR | perfect routing | ClassSR-ghost | '
+        'perfect routing |', '|---|---|---|---|---|'
+    ]
+
+    def cell(e):
+        return (f'{e["psnr_rgb"]:.3f} ('
+                + ' / '.join(f'{s:.0%}' for s in e['shares'])
+                + f', FLOPs {e["flops_ratio"]:.3f})')
+
+    for r in rows + [dict(photo='**all**', models=tot,
+                          oracle=oracle_totals(rows))]:
+        lines.append(f'| {r["photo"]} | ' + ' | '.join(
+            f'{cell(r["models"][m])} | {cell(r["oracle"][m])}'
+            for m in ('ClassSR', 'ClassSR-ghost')) + ' |')
     lines += [
         '', f'Bicubic: RGB-PSNR {result["bicubic"]["rgb"]:.3f}, '
         f'Y-PSNR {result["bicubic"]["y"]:.3f} dB.', '',
@@ -575,6 +671,7 @@ def main(argv=None):
                              for b, g in zip(bicubic, test.gt)]))),
         rows=rows)
     result['totals'] = totals(rows)
+    result['oracle_totals'] = oracle_totals(rows)
     text = markdown(result)
     print(text)
     with open(out_json, 'w') as f:

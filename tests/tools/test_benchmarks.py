@@ -243,11 +243,15 @@ def test_bench_classsr_end_to_end(tmp_path, capsys):
             if max(shares) == 1.0:  # one branch took every tile
                 assert row['models'][name]['psnr_rgb'] == pytest.approx(
                     row['branches'][name][shares.index(1.0)])
+            # The perfect routing spends no more than the classifier's.
+            assert row['oracle'][name]['flops_ratio'] <= \
+                row['models'][name]['flops_ratio'] + 1e-9
     for name, pairs in tiles.items():
         weighted = sum(n * r for n, r in pairs) / sum(n for n, _ in pairs)
         assert result['totals'][name]['flops_ratio'] == pytest.approx(
             weighted)
         assert (f'| **all** | {name} |') in out
+    assert '| photo | ClassSR | perfect routing |' in out
     assert (tmp_path / 'classsr_cpu_routing.png').stat().st_size > 0
     # Each branch starts from the reference cut to its width: two Adam
     # steps of at most ~1e-3 each away from it.
@@ -291,6 +295,54 @@ def test_bench_classsr_end_to_end(tmp_path, capsys):
     assert 'branch2: loaded from' in official
     assert 'classifier: trained' in official
     assert 'joint: trained' in official
+
+
+def test_bench_classsr_perfect_routing_beats_every_cheaper_routing():
+    """The perfect routing of a 4-tile image, checked against all 81
+    routings: within the FLOPs budget, and no routing that costs no more
+    has a smaller total squared error (errors computed here, tile by
+    tile); the output is the routed tiles, blended."""
+    import itertools
+
+    import torch
+    from torch import nn
+
+    from ghostsr_mm.analysis import count_flops
+    from ghostsr_mm.apis import tile_layout, tiled_inference
+    from ghostsr_mm.models import ClassSRNet
+    bench = load_script('bench_classsr')
+    torch.manual_seed(0)
+    net = ClassSRNet([
+        nn.Sequential(nn.Conv2d(3, c, 3, padding=1), nn.Conv2d(c, 48, 1),
+                      nn.PixelShuffle(4)) for c in (2, 4, 8)
+    ]).eval()
+    lr, gt = torch.rand(1, 3, 58, 58), torch.rand(1, 3, 232, 232)
+    layout = tile_layout(58, 58, bench.TILE, bench.OVERLAP)
+    assert len(layout) == 4
+    flops = [count_flops(b, (3, 32, 32)) for b in net.branches]
+    with torch.no_grad():
+        errors = [[(b(lr[:, :, y:y + 32, x:x + 32]) -
+                    gt[:, :, 4 * y:4 * y + 128, 4 * x:4 * x + 128]
+                    ).pow(2).sum().item() for b in net.branches]
+                  for (y, x), _ in layout]
+    for budget in (flops[0], (flops[0] + flops[2]) / 2, 0.8 * flops[2],
+                   flops[2]):
+        classes, sr = bench.oracle_routing(net, lr, gt, budget)
+        cost = sum(flops[k] for k in classes.tolist()) / 4
+        assert cost <= budget
+        error = sum(e[k] for e, k in zip(errors, classes.tolist()))
+        for routing in itertools.product(range(3), repeat=4):
+            if sum(flops[k] for k in routing) / 4 <= cost:
+                assert sum(e[k] for e, k in zip(errors, routing)) >= \
+                    error * (1 - 1e-6)
+        batches = iter([classes])
+        expected = tiled_inference(lambda x: net.route(x, next(batches)),
+                                   lr, 32, bench.OVERLAP, 64, blend=True)
+        torch.testing.assert_close(sr, expected)
+    # All the budget: each tile to its most accurate branch.
+    classes, _ = bench.oracle_routing(net, lr, gt, flops[2])
+    assert classes.tolist() == [min(range(3), key=e.__getitem__)
+                                for e in errors]
 
 
 @pytest.mark.slow
