@@ -3,7 +3,7 @@ it accelerates, in one run (ClassSR Table 1 at CPU scale), and with ghost
 branches.
 
     python benchmarks/bench_classsr.py [--iters 1600]
-        [--classifier-iters 300] [--joint-iters 100] [--joint-lr 1e-5]
+        [--classifier-iters 10000] [--joint-iters 100] [--joint-lr 1e-5]
         [--ghost-iters 300] [--label-by psnr|gain]
         [--widths 32 48 64] [--branch-init original|scratch]
         [--average-loss paper|official]
@@ -33,7 +33,10 @@ shortened:
      has had the same number of steps (--branch-init scratch: branches
      from scratch, and the reference is the original);
   3. the classifier, branches frozen (L1 : Class-Loss : Average-Loss =
-     2000 : 1 : 6);
+     2000 : 1 : 6), on the branches' outputs computed once, so that its
+     10000 steps take about two minutes (with 300 steps the classifier stays
+     far from the routing its branches allow: see the perfect routing
+     below);
   4. everything together.
 Ghost variant: each branch becomes a GhostCARN-M, initialised by clustering
 from the trained branch and fine-tuned on its class with the learned shift
@@ -87,7 +90,9 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--iters', type=int, default=1600,
                         help='iterations of the original and of each branch')
-    parser.add_argument('--classifier-iters', type=int, default=300)
+    parser.add_argument('--classifier-iters', type=int, default=10000,
+                        help='iterations of stage 3 (each costs only the '
+                        'classifier)')
     parser.add_argument('--joint-iters', type=int, default=100)
     parser.add_argument('--joint-lr', type=float, default=1e-5,
                         help='learning rate of stage 4 (Adam takes steps of '
@@ -164,45 +169,84 @@ def carn_m(width, ghost=False, **ghost_args):
     return MODELS.build(dict(type='CARNNet', **args))
 
 
-def augment(x, y, rng):
+def augment(*tensors, rng):
+    """The same random flip and rotation of every tensor's last two
+    dimensions."""
     k = int(rng.integers(4))
-    if rng.random() < 0.5:
-        x, y = x.flip(-1), y.flip(-1)
-    return x.rot90(k, (2, 3)), y.rot90(k, (2, 3))
+    flip = rng.random() < 0.5
+    return [(t.flip(-1) if flip else t).rot90(k, (-2, -1)) for t in tensors]
 
 
-def train_classsr(net, lr, gt, iters, seed, lr_rate, trainable,
-                  normalize_average=False):
-    """ClassSR's losses on whole sub-images, batches of 16; only the
-    ``trainable`` parameters learn."""
-    import numpy as np
-    import torch
+def classsr_loss(official):
+    """ClassSR's loss on a batch: L1 of the mixture, Class-Loss and
+    Average-Loss (LOSS_WEIGHTS)."""
     import torch.nn.functional as F
     from ghostsr_mm.models.losses import AverageLoss, ClassLoss
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
     w_pix, w_class, w_avg = LOSS_WEIGHTS
     class_loss = ClassLoss(w_class)
-    average_loss = AverageLoss(w_avg, normalize=normalize_average)
-    for p in net.parameters():
-        p.requires_grad_(False)
-    for p in trainable:
-        p.requires_grad_(True)
-    opt = torch.optim.Adam(trainable, lr=lr_rate, betas=(0.9, 0.99))
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, iters, 1e-7)
+    average_loss = AverageLoss(w_avg, normalize=official)
+    return lambda sr, y, probs: (w_pix * F.l1_loss(sr, y) +
+                                 class_loss(probs) + average_loss(probs))
+
+
+def adam(params, lr_rate, iters):
+    import torch
+    opt = torch.optim.Adam(params, lr=lr_rate, betas=(0.9, 0.99))
+    return opt, torch.optim.lr_scheduler.CosineAnnealingLR(opt, iters, 1e-7)
+
+
+def train_classsr(net, lr, gt, iters, seed, lr_rate, official=False):
+    """Stage 4: every parameter learns under ClassSR's losses, on whole
+    sub-images, batches of 16."""
+    import numpy as np
+    import torch
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    loss_fn = classsr_loss(official)
+    opt, sched = adam(net.parameters(), lr_rate, iters)
     net.train()
     for _ in range(iters):
         idx = torch.from_numpy(rng.choice(len(lr), 16, replace=False))
-        x, y = augment(lr[idx], gt[idx], rng)
+        x, y = augment(lr[idx], gt[idx], rng=rng)
         sr, probs = net(x, return_probs=True)
-        loss = w_pix * F.l1_loss(sr, y) + class_loss(probs) + \
-            average_loss(probs)
+        loss = loss_fn(sr, y, probs)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
-    for p in net.parameters():
-        p.requires_grad_(True)
+    return net.eval()
+
+
+def train_classifier(net, lr, gt, iters, seed, lr_rate, official=False):
+    """Stage 3: only the classifier learns, under ClassSR's losses, batches
+    of 16. The branches are frozen, so their outputs are computed once per
+    sub-image (memory: 3 x the GT sub-images) and each step costs only the
+    classifier; a flipped or rotated sub-image uses its outputs flipped or
+    rotated the same way (the branches were trained with those
+    augmentations)."""
+    import numpy as np
+    import torch
+    net.eval()
+    with torch.no_grad():
+        outs = torch.stack([
+            torch.cat([b(lr[i:i + BATCH]) for i in range(0, len(lr), BATCH)])
+            for b in net.branches
+        ], 1)  # (N, branches, C, H, W)
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    loss_fn = classsr_loss(official)
+    opt, sched = adam(net.classifier.parameters(), lr_rate, iters)
+    net.classifier.train()
+    for _ in range(iters):
+        idx = torch.from_numpy(rng.choice(len(lr), 16, replace=False))
+        x, y, o = augment(lr[idx], gt[idx], outs[idx], rng=rng)
+        probs = net.classifier(x).softmax(dim=1)
+        sr = (probs[:, :, None, None, None] * o).sum(1)
+        loss = loss_fn(sr, y, probs)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
     return net.eval()
 
 
@@ -282,17 +326,16 @@ def build_models(args, train_pairs):
 
         branches.append(cache.run(f'branch{k}', key, net, fit))
     classsr = ClassSRNet(branches)
-    key = dict(key, classifier=args.classifier_iters)
+    # (stage 3 on the branches' outputs computed once)
+    key = dict(key, classifier=args.classifier_iters, outputs_once=True)
     official = args.average_loss == 'official'
     if official:
         key = dict(key, average_loss=args.average_loss)
-    cache.run('classifier', key, classsr, lambda: train_classsr(
-        classsr, lr, gt, args.classifier_iters, 1, 1e-3,
-        list(classsr.classifier.parameters()), official))
+    cache.run('classifier', key, classsr, lambda: train_classifier(
+        classsr, lr, gt, args.classifier_iters, 1, 1e-3, official))
     key = dict(key, joint=args.joint_iters, joint_lr=args.joint_lr)
     cache.run('joint', key, classsr, lambda: train_classsr(
-        classsr, lr, gt, args.joint_iters, 2, args.joint_lr,
-        list(classsr.parameters()), official))
+        classsr, lr, gt, args.joint_iters, 2, args.joint_lr, official))
     key = dict(key, ghost=args.ghost_iters)
     ghosts = []
     for k, (width, branch) in enumerate(zip(args.widths,

@@ -19,7 +19,9 @@ model = dict(
         ]),
     pixel_loss=dict(type='L1Loss', loss_weight=2000.0, reduction='mean'),
     class_loss=dict(type='ClassLoss', loss_weight=1.0),
-    average_loss=dict(type='AverageLoss', loss_weight=6.0),
+    # Divided by 4B/M as in the official code: in the paper's printed form
+    # (normalize=False) the classifier stays at uniform probabilities.
+    average_loss=dict(type='AverageLoss', loss_weight=6.0, normalize=True),
     test_cfg=dict(tile=32, overlap=2, batch_size=64))  # stride 28
 
 custom_hooks = [

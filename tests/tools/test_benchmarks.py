@@ -297,6 +297,39 @@ def test_bench_classsr_end_to_end(tmp_path, capsys):
     assert 'joint: trained' in official
 
 
+def test_bench_classsr_stage3_on_outputs_computed_once():
+    """Stage 3 on the branches' outputs computed once trains the classifier
+    exactly as running the branches every step (stage 4's loop with no
+    branch parameters), for branches that commute with the flips and
+    rotations of the augmentation."""
+    import torch
+    from torch import nn
+
+    from ghostsr_mm.models import ClassSRNet
+
+    class Nearest(nn.Module):
+        def __init__(self, gain):
+            super().__init__()
+            self.gain = gain
+
+        def forward(self, x):
+            return self.gain * nn.functional.interpolate(x, scale_factor=4)
+
+    bench = load_script('bench_classsr')
+    torch.manual_seed(0)
+    lr, gt = torch.rand(40, 3, 32, 32), torch.rand(40, 3, 128, 128)
+    nets = [ClassSRNet([Nearest(g) for g in (0.8, 1.0, 1.2)])
+            for _ in range(2)]
+    nets[1].load_state_dict(nets[0].state_dict())
+    start = {n: p.clone() for n, p in nets[0].classifier.named_parameters()}
+    bench.train_classsr(nets[0], lr, gt, 6, 5, 1e-3, official=True)
+    bench.train_classifier(nets[1], lr, gt, 6, 5, 1e-3, official=True)
+    for (name, a), b in zip(nets[0].classifier.named_parameters(),
+                            nets[1].classifier.parameters()):
+        assert not torch.equal(a, start[name])  # it learned
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
 def test_bench_classsr_perfect_routing_beats_every_cheaper_routing():
     """The perfect routing of a 4-tile image, checked against all 81
     routings: within the FLOPs budget, and no routing that costs no more
