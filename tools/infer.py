@@ -3,7 +3,7 @@
     python tools/infer.py CONFIG CHECKPOINT INPUT OUTPUT [--tile 512]
         [--tile-overlap N] [--batch-size 4] [--device cpu|cuda]
         [--fp16 | --bf16] [--backend pytorch|onnxruntime] [--force]
-        [--save-routing] [--debug]
+        [--save-routing] [--cost-penalty X | --flops-budget R] [--debug]
 
 INPUT is an image, a folder or a glob pattern (PNG, JPEG, BMP, TIFF; 8- or
 16-bit; grey and RGBA as described in ghostsr_mm/apis/images.py); OUTPUT is
@@ -25,6 +25,12 @@ the branch its classifier picks. Per image it prints the share of
 sub-images per branch and the average FLOPs against the hard branch alone;
 ``--save-routing`` also writes ``<output>_routing.png``, the output tinted
 by the branch of each sub-image (green simple, yellow medium, red hard).
+``--cost-penalty X`` routes by ``log P_k - X * cost_k`` (the branch's
+FLOPs over the hard branch's): > 0 cheaper, < 0 more capable;
+``--flops-budget R`` finds the penalty whose routing of all the input
+images costs at most R of the hard branch on average (classifier
+included), prints it, and uses it (give it as ``--cost-penalty`` to other
+images of the same kind).
 """
 import argparse
 import os
@@ -37,6 +43,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from ghostsr_mm.apis import (branch_flops, build_generator,  # noqa: E402
+                             calibrate_cost_penalty,
                              list_images, load_sr_model, read_image,
                              receptive_radius, routed_inference,
                              routing_flops, routing_map, tile_layout,
@@ -75,6 +82,13 @@ def parse_args(argv=None):
                         help='overwrite existing outputs')
     parser.add_argument('--save-routing', action='store_true',
                         help='ClassSR: also write <output>_routing.png')
+    cost = parser.add_mutually_exclusive_group()
+    cost.add_argument('--cost-penalty', type=float, default=None,
+                      help='ClassSR: route by log P_k - X * cost_k')
+    cost.add_argument('--flops-budget', type=float, default=None,
+                      help='ClassSR: the penalty whose routing of the '
+                      'inputs costs at most this fraction of the hard '
+                      'branch')
     return parser.parse_args(argv)
 
 
@@ -170,8 +184,15 @@ def main(argv=None) -> int:
             overlap = 2 if isinstance(model, ClassSRNet) else \
                 receptive_radius(model)
     classsr = isinstance(model, ClassSRNet)  # never for an ONNX session
-    if args.save_routing and not classsr:
-        raise UserError('--save-routing needs a ClassSR model')
+    for flag in ('save_routing', 'cost_penalty', 'flops_budget'):
+        if getattr(args, flag) not in (None, False) and not classsr:
+            raise UserError(f'--{flag.replace("_", "-")} needs a ClassSR '
+                            'model')
+    if args.cost_penalty is not None:
+        if not np.isfinite(args.cost_penalty):
+            raise UserError('--cost-penalty must be a finite number, got '
+                            f'{args.cost_penalty}')
+        model.cost_penalty = args.cost_penalty
     tile = args.tile or (32 if classsr else max(512, 4 * overlap))
     batch_size = args.batch_size or (64 if classsr else 4)
     if tile <= 2 * overlap:
@@ -185,6 +206,16 @@ def main(argv=None) -> int:
             images.append((read_image(path), out_path))
         except ValueError as err:
             failures.append(str(err))
+    if args.flops_budget is not None and images:
+        try:
+            model.cost_penalty = calibrate_cost_penalty(model, [
+                torch.from_numpy(img.rgb).permute(2, 0, 1)[None].to(
+                    args.device) for img, _ in images
+            ], args.flops_budget, tile, overlap, batch_size)
+        except ValueError as err:
+            raise UserError(f'--flops-budget: {err}') from None
+        print(f'--flops-budget {args.flops_budget}: cost penalty '
+              f'{model.cost_penalty}')
     from mmengine.utils import ProgressBar
     total = sum(
         len(tile_layout(*img.rgb.shape[:2], tile, overlap))

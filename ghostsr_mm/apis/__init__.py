@@ -3,15 +3,16 @@ building and loading generators from configs, small data configs, and
 tiled inference on images of any size."""
 from .builder import (build_generator, load_generator, load_sr_model,
                       sr_data_config, write_data_config)
-from .classsr import (branch_flops, routed_inference, routing_flops,
-                      routing_map, routing_picture, write_routing_picture)
+from .classsr import (branch_flops, calibrate_cost_penalty,
+                      routed_inference, routing_flops, routing_map,
+                      routing_picture, write_routing_picture)
 from .images import SRImage, list_images, read_image, write_image
 from .tiled import receptive_radius, tile_layout, tiled_inference
 
 __all__ = [
-    'SRImage', 'branch_flops', 'build_generator', 'list_images', 'load_generator',
-    'load_sr_model', 'read_image', 'receptive_radius', 'routed_inference',
-    'routing_flops', 'routing_map', 'routing_picture', 'sr_data_config',
-    'tile_layout', 'tiled_inference', 'write_data_config', 'write_image',
-    'write_routing_picture'
+    'SRImage', 'branch_flops', 'build_generator', 'calibrate_cost_penalty',
+    'list_images', 'load_generator', 'load_sr_model', 'read_image',
+    'receptive_radius', 'routed_inference', 'routing_flops', 'routing_map',
+    'routing_picture', 'sr_data_config', 'tile_layout', 'tiled_inference',
+    'write_data_config', 'write_image', 'write_routing_picture'
 ]

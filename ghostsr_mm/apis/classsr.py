@@ -17,7 +17,8 @@ from ghostsr_mm.analysis import count_flops
 from .tiled import tile_layout, tiled_inference
 
 __all__ = [
-    'CLASS_COLOURS', 'branch_flops', 'routed_inference', 'routing_flops',
+    'CLASS_COLOURS', 'branch_flops', 'calibrate_cost_penalty',
+    'routed_inference', 'routing_flops',
     'routing_map', 'routing_picture', 'write_routing_picture'
 ]
 
@@ -51,10 +52,10 @@ def routed_inference(model,
     model.eval()
     classes: List[Tensor] = []
 
-    def run(patches: Tensor) -> Tensor:
-        sr, probs = model(patches, return_probs=True)
-        classes.append(probs.argmax(dim=1))
-        return sr
+    def run(patches: Tensor) -> Tensor:  # ClassSRNet.forward in eval
+        chosen = model.choose(model.classifier(patches).log_softmax(dim=1))
+        classes.append(chosen)
+        return model.route(patches, chosen)
 
     sr = tiled_inference(run, lr, tile, overlap, batch_size, progress,
                          blend=True)
@@ -97,6 +98,95 @@ def routing_flops(counts: Sequence[int], flops: Dict[str, object]
     average += flops['classifier']
     return dict(flops=average, ratio=average / max(per_branch),
                 shares=[n / total for n in counts])
+
+
+@torch.no_grad()
+def calibrate_cost_penalty(model,
+                           images: Sequence[Tensor],
+                           flops_ratio: float,
+                           tile: int = 32,
+                           overlap: int = 2,
+                           batch_size: int = 64) -> float:
+    """The ``cost_penalty`` of a ClassSRNet whose routing of the
+    sub-images of ``images`` costs at most ``flops_ratio`` of the hard
+    branch on average (classifier included, as :func:`routing_flops`),
+    as close to it as the routing allows: a FLOPs budget set on a
+    calibration set (LR images only), then kept for every image.
+
+    Args:
+        model (ClassSRNet): The model; its ``cost_penalty`` is not changed.
+        images (Sequence[Tensor]): (N, C, H, W) LR images, any sizes.
+        flops_ratio (float): The budget, a fraction of the hard branch's
+            FLOPs per sub-image.
+        tile, overlap, batch_size: As :func:`routed_inference`.
+
+    Returns:
+        float: The penalty (``model.cost_penalty = penalty``, or
+        ``model.generator.cost_penalty`` in a config).
+
+    Raises:
+        ValueError: A budget below the cost of sending every sub-image to
+            the cheapest branch, or no image.
+    """
+    if isinstance(images, Tensor):
+        images = [images]
+    if len(images) == 0:
+        raise ValueError('calibrate_cost_penalty: no calibration image')
+    model.eval()
+    log_probs = []
+    for lr in images:
+        if not isinstance(lr, Tensor) or lr.dim() != 4:
+            raise ValueError('calibrate_cost_penalty: images must be 4-D '
+                             '(N, C, H, W) tensors, got '
+                             f'{getattr(lr, "shape", type(lr))}')
+        h, w = lr.shape[-2:]
+        ph, pw = min(tile, h), min(tile, w)
+        corners = [c for c, _ in tile_layout(h, w, tile, overlap)]
+        for image in lr:
+            for first in range(0, len(corners), batch_size):
+                patches = torch.stack([
+                    image[:, y:y + ph, x:x + pw]
+                    for y, x in corners[first:first + batch_size]
+                ])
+                log_probs.append(model.classifier(patches).log_softmax(1))
+    log_probs = torch.cat(log_probs).double()
+    flops = branch_flops(model, tile)
+    branch = torch.tensor(flops['branches'], dtype=torch.float64)
+    extra = flops['classifier'] / branch.max().item()
+
+    def cost(penalty):
+        chosen = model.choose(log_probs, penalty)
+        return branch[chosen.cpu()].mean().item() / branch.max().item() + \
+            extra
+
+    # Beyond this penalty the log-probabilities no longer decide: every
+    # sub-image goes to the cheapest (or, negated, the costliest) branch.
+    spread = (log_probs.max(1).values - log_probs.min(1).values).max()
+    gap = model.relative_costs().double().sort().values.diff()
+    gap = gap[gap > 0]  # none: every branch costs the same
+    bound = 2 * spread.item() / gap.min().item() + 1 if len(gap) else 1.0
+    if cost(bound) > flops_ratio:
+        raise ValueError(
+            f'calibrate_cost_penalty: a budget of {flops_ratio} of the hard '
+            'branch is below the cheapest routing (every sub-image to the '
+            f'cheapest branch: {cost(bound):.4f})')
+    def smallest(limit):
+        """The smallest penalty whose routing costs at most ``limit``."""
+        low, high = -bound, bound
+        if cost(low) <= limit:
+            return low
+        for _ in range(100):
+            mid = (low + high) / 2
+            low, high = (low, mid) if cost(mid) <= limit else (mid, high)
+        return high
+
+    # The middle of the penalties that give this routing, not its edge, so
+    # that a rounded value routes the same.
+    edge = smallest(flops_ratio)
+    spent = cost(edge)
+    cheaper = cost(bound) < spent
+    end = smallest(spent - 1e-9 * max(spent, 1e-12)) if cheaper else bound
+    return (edge + end) / 2
 
 
 def routing_map(classes: Tensor, height: int, width: int, tile: int,

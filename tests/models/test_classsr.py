@@ -6,7 +6,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import ghostsr_mm  # noqa: F401
-from ghostsr_mm.apis import (routed_inference, routing_flops, routing_map,
+from ghostsr_mm.analysis import count_flops
+from ghostsr_mm.apis import (branch_flops, calibrate_cost_penalty,
+                             routed_inference, routing_flops, routing_map,
                              routing_picture, tile_layout, tiled_inference)
 from ghostsr_mm.models import ClassSRClassifier, ClassSRNet
 from ghostsr_mm.models.losses import AverageLoss, ClassLoss
@@ -163,6 +165,63 @@ def test_eval_routes_each_sub_image_to_its_branch_once_per_batch():
     # forward() routes by the classifier's argmax.
     out, probs = net(x, return_probs=True)
     torch.testing.assert_close(out, net.route(x, probs.argmax(1)))
+
+
+def test_cost_penalty_moves_eval_routing_by_the_branch_costs():
+    torch.manual_seed(0)
+    net = ClassSRNet(TINY_BRANCHES).eval()
+    flops = torch.tensor([float(count_flops(b, (3, 32, 32)))
+                          for b in net.branches])
+    torch.testing.assert_close(net.relative_costs(), flops / flops[2])
+    assert flops[0] < flops[1] < flops[2]
+    x = torch.rand(9, 3, 12, 12)
+    log_p = net.classifier(x).log_softmax(1)
+    for penalty in (0.0, 0.05, -0.05, 1e3, -1e3):
+        net.cost_penalty = penalty
+        expected = (log_p - penalty * flops / flops[2]).argmax(1)
+        torch.testing.assert_close(net(x), net.route(x, expected))
+    net.cost_penalty = 1e3
+    assert net.choose(log_p).tolist() == [0] * 9
+    assert net.choose(log_p, -1e3).tolist() == [2] * 9
+    assert torch.equal(net.choose(log_p, 0.0), log_p.argmax(1))
+    with pytest.raises(ValueError, match='cost_penalty.*finite'):
+        ClassSRNet(TINY_BRANCHES, cost_penalty=float('nan'))
+
+
+def test_calibrated_cost_penalty_meets_a_flops_budget_as_closely_as_it_can():
+    """On images of other sizes than a tile: routed_inference with the
+    penalty costs at most the budget (its own routing, counted by
+    routing_flops), and no penalty of a sweep comes closer."""
+    torch.manual_seed(0)
+    net = ClassSRNet(TINY_BRANCHES).eval()
+    with torch.no_grad():  # spread the sub-images' probabilities
+        net.classifier.fc.weight.normal_(0, 30)
+    images = [torch.rand(1, 3, 40, 50), torch.rand(2, 3, 20, 9)]
+    flops = branch_flops(net, 12)
+
+    def cost(penalty):
+        net.cost_penalty = penalty
+        counts = sum(torch.bincount(
+            routed_inference(net, lr, 12, 2, 5)[1].flatten(), minlength=3)
+            for lr in images)
+        return routing_flops(counts.tolist(), flops)['ratio']
+
+    # (the classifier costs more than the simple branch on 12x12 tiles)
+    cheapest, costliest = [(flops['branches'][k] + flops['classifier']) /
+                           flops['branches'][2] for k in (0, 2)]
+    sweep = {q: cost(q) for q in np.linspace(-30, 30, 241).tolist()}
+    assert len(set(sweep.values())) > 4  # the penalty moves the routing
+    for budget in (cheapest + 0.01, cheapest + 0.2, cheapest + 0.5, 1.2,
+                   costliest):
+        penalty = calibrate_cost_penalty(net, images, budget, 12, 2, 5)
+        spent = cost(penalty)
+        assert spent <= budget
+        # No penalty routes closer to the budget without passing it.
+        assert not [q for q, c in sweep.items() if spent < c <= budget]
+    assert cost(calibrate_cost_penalty(net, images, 5.0, 12, 2, 5)) == \
+        pytest.approx(costliest)
+    with pytest.raises(ValueError, match='below the cheapest routing'):
+        calibrate_cost_penalty(net, images, cheapest - 0.01, 12, 2, 5)
 
 
 def test_branches_must_agree_on_the_scale():

@@ -235,3 +235,49 @@ def test_classsr_checkpoint_runs_routed_with_its_report(tmp_path, setup,
     status, cap = infer(setup / 'ghost.py', setup / 'train.pth', src,
                         tmp_path / 'o2.png', '--save-routing', capsys=capsys)
     assert status == 1 and '--save-routing needs a ClassSR model' in cap.err
+
+
+def test_classsr_flops_budget_and_cost_penalty(tmp_path, setup, capsys):
+    """--flops-budget finds a penalty whose routing stays within the
+    budget (the tool's own report), prints it, and --cost-penalty with
+    that value routes the same; both need a ClassSR model, and a budget
+    below the cheapest routing is refused before anything is written."""
+    import re
+
+    from ghostsr_mm.apis import branch_flops
+    cfg = tmp_path / 'classsr.py'
+    cfg.write_text(f'model = dict(type="ClassSR", generator={CLASSSR!r})\n')
+    torch.manual_seed(0)
+    model = MODELS.build(CLASSSR)
+    with torch.no_grad():
+        model.classifier.fc.weight.normal_(0, 3)
+    ckpt = tmp_path / 'classsr.pth'
+    save_generator(model, str(ckpt))
+    src = setup / 'images/rgb.png'
+    flops = branch_flops(model)
+    cheapest, costliest = [(flops['branches'][k] + flops['classifier']) /
+                           flops['branches'][2] for k in (0, 2)]
+    reports = []
+    for budget in (cheapest, (cheapest + costliest) / 2):
+        status, cap = infer(cfg, ckpt, src, tmp_path / f'{budget}.png',
+                            '--flops-budget', str(budget), capsys=capsys)
+        assert status == 0, cap.err
+        penalty = re.search(r'cost penalty (\S+)', cap.out).group(1)
+        ratio = float(re.search(r'FLOPs ([0-9.]+)%', cap.out).group(1))
+        assert ratio / 100 <= budget + 5e-4  # the report rounds to 0.1%
+        status, again = infer(cfg, ckpt, src, tmp_path / f'p{budget}.png',
+                              '--cost-penalty', penalty, capsys=capsys)
+        assert status == 0, again.err
+        reports.append(re.search(r'simple to hard .*', cap.out).group(0))
+        assert reports[-1] in again.out
+    assert reports[0].startswith('simple to hard 100%, 0%, 0%')
+    assert reports[0] != reports[1]
+    status, cap = infer(cfg, ckpt, src, tmp_path / 'low.png',
+                        '--flops-budget', str(cheapest - 0.01),
+                        capsys=capsys)
+    assert status == 1 and 'below the cheapest routing' in cap.err
+    assert not (tmp_path / 'low.png').exists()
+    for flag in ('--cost-penalty', '--flops-budget'):
+        status, cap = infer(setup / 'ghost.py', setup / 'train.pth', src,
+                            tmp_path / 'o3.png', flag, '0.5', capsys=capsys)
+        assert status == 1 and f'{flag} needs a ClassSR model' in cap.err

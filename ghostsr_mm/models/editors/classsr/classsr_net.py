@@ -9,6 +9,7 @@ sub-image goes to its most probable branch only, and every branch runs once
 on the batch of the sub-images routed to it. Tiling a large image into
 sub-images is :func:`ghostsr_mm.apis.routed_inference`.
 """
+import math
 from typing import Dict, List, Optional, Sequence
 
 import torch
@@ -87,6 +88,14 @@ class ClassSRNet(BaseModule):
         classifier (dict, optional): Config of the Class-Module. Default:
             ``ClassSRClassifier`` with ``num_classes=len(branches)``.
         in_channels (int): Image channels. Default: 3.
+        cost_penalty (float): Eval routing picks
+            ``argmax_k log P_k - cost_penalty * F_k / max(F)``, ``F_k`` the
+            branch's FLOPs: 0 is the paper's most probable branch, > 0
+            favours cheaper branches, < 0 more capable ones. The
+            classifier's losses balance the classes of a training batch,
+            not the cost on a test image; this moves the cost where it is
+            wanted (:func:`ghostsr_mm.apis.calibrate_cost_penalty` finds
+            the penalty for a FLOPs budget on a set of images). Default: 0.
 
     Shapes:
         (N, C, H, W) -> (N, C, sH, sW); ``forward(x, return_probs=True)``
@@ -97,8 +106,15 @@ class ClassSRNet(BaseModule):
                  branches: Sequence[Dict],
                  classifier: Optional[Dict] = None,
                  in_channels: int = 3,
+                 cost_penalty: float = 0.0,
                  init_cfg: Optional[Dict] = None) -> None:
         super().__init__(init_cfg)
+        if isinstance(cost_penalty, bool) or not isinstance(
+                cost_penalty, (int, float)) or not math.isfinite(cost_penalty):
+            raise ValueError('ClassSRNet: `cost_penalty` must be a finite '
+                             f'number, got {cost_penalty!r}')
+        self.cost_penalty = float(cost_penalty)
+        self._relative_costs: Optional[Tensor] = None
         if not isinstance(branches, (list, tuple)) or len(branches) < 2:
             raise ValueError('ClassSRNet: `branches` must be a list of at '
                              'least two generator configs (simple to hard), '
@@ -131,13 +147,42 @@ class ClassSRNet(BaseModule):
             return_probs (bool): Also return the (N, M) class
                 probabilities. Default: False.
         """
-        probs = self.classifier(x).softmax(dim=1)
+        logits = self.classifier(x)
+        probs = logits.softmax(dim=1)
         if self.training:
             out = sum(p.view(-1, 1, 1, 1) * branch(x)
                       for p, branch in zip(probs.unbind(1), self.branches))
         else:
-            out = self.route(x, probs.argmax(dim=1))
+            out = self.route(x, self.choose(logits.log_softmax(dim=1)))
         return (out, probs) if return_probs else out
+
+    def relative_costs(self) -> Tensor:
+        """Each branch's FLOPs on a 32x32 sub-image over the costliest's
+        (computed once)."""
+        if self._relative_costs is None:
+            from ghostsr_mm.analysis import count_flops
+            device = next(self.parameters()).device
+            was_training = self.training
+            flops = torch.tensor([
+                float(count_flops(b, (self.in_channels, 32, 32), device))
+                for b in self.branches
+            ])
+            self.train(was_training)
+            # (branches without FLOPs, e.g. interpolation: no preference)
+            self._relative_costs = flops / flops.max() if flops.max() > 0 \
+                else torch.zeros_like(flops)
+        return self._relative_costs
+
+    def choose(self, log_probs: Tensor,
+               cost_penalty: Optional[float] = None) -> Tensor:
+        """The branch of each sub-image from its (N, M) log-probabilities:
+        ``argmax_k log_probs[:, k] - cost_penalty * relative_costs()[k]``
+        (``cost_penalty`` defaults to the model's)."""
+        penalty = self.cost_penalty if cost_penalty is None else cost_penalty
+        if penalty == 0:
+            return log_probs.argmax(dim=1)
+        costs = self.relative_costs().to(log_probs)
+        return (log_probs - penalty * costs).argmax(dim=1)
 
     def route(self, x: Tensor, classes: Tensor) -> Tensor:
         """Run branch ``k`` on the sub-images ``x[classes == k]`` (one batch
