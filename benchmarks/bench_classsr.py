@@ -117,6 +117,11 @@ def parse_args(argv=None):
                         choices=['paper', 'official'],
                         help="the Average-Loss in the paper's form, or "
                         "divided by 4B/M as the official code")
+    parser.add_argument('--flops-target', type=float, default=None,
+                        help='route with the cost penalty that brings the '
+                        "routing of the large photos' training halves to "
+                        'this FLOPs ratio (calibrate_cost_penalty; LR '
+                        "only); default: the paper's most probable branch")
     parser.add_argument('--width-latency', action='store_true',
                         help='only time the branches of every width')
     parser.add_argument('--repeats', type=int, default=5,
@@ -533,7 +538,10 @@ def markdown(result):
     lines = [
         f'ClassSR-CARN-M x4 on CPU ({result["machine"]}; '
         f'`{result["command"]}`, {result["seconds"]} s), branches of width '
-        f'{" / ".join(map(str, cfg["widths"]))} (from {start}). '
+        f'{" / ".join(map(str, cfg["widths"]))} (from {start}). ' + (
+            f'Routing with cost penalty {result["cost_penalty"]:.3f}, '
+            "calibrated on the training halves' LR to FLOPs "
+            f'{cfg["flops_target"]}. ' if cfg.get('flops_target') else '') +
         f'Tiles {TILE}x{TILE} LR, overlap {OVERLAP}, {BATCH} per step. '
         'FLOPs and time are ratios to the original CARN-M (width 64) run '
         'the same way (time: median of the per-round ratios, quartiles in '
@@ -694,6 +702,17 @@ def main(argv=None):
     photos = {spec.split(':')[1]: (lr[None], gt[None])
               for spec, lr, gt in zip(TEST_PHOTOS, test.lr_t, test.gt_t)}
     *models, labels = build_models(args, train_pairs)
+    penalty = 0.0
+    if args.flops_target is not None:
+        from ghostsr_mm.apis import calibrate_cost_penalty
+        # On the large photos' training halves: the routing's cost
+        # depends on the content (the other package photos are busier).
+        penalty = calibrate_cost_penalty(
+            models[1], [t[None] for t in train_pairs.lr_t[-len(large):]],
+            args.flops_target, TILE, OVERLAP, BATCH)
+        # The ghost branches cost in nearly the same proportions: the same
+        # penalty routes alike.
+        models[1].cost_penalty = models[2].cost_penalty = penalty
     rows, pictures, flops = evaluate(args, models, photos)
     bicubic = [mmcv.imresize(lr, gt.shape[1::-1], interpolation='bicubic')
                for lr, gt in zip(test.lr, test.gt)]
@@ -706,6 +725,7 @@ def main(argv=None):
         command=' '.join(['python benchmarks/bench_classsr.py'] +
                          (sys.argv[1:] if argv is None else list(argv))),
         seconds=round(time.time() - start), labels=labels,
+        cost_penalty=penalty,
         flops_per_tile=flops,
         bicubic=dict(
             rgb=float(np.mean([psnr(b, g, SCALE)
