@@ -275,6 +275,15 @@ def test_bench_classsr_end_to_end(tmp_path, capsys):
     assert 'branches of width 32 / 48 / 64 (from the reference)' in \
         (tmp_path / 'classsr_cpu.md').read_text()
     assert 'joint: loaded from' in bench('--tag', 'again')
+    # A FLOPs budget: the penalty calibrated on the training halves routes
+    # them within it, recorded with the run.
+    assert 'ghost2: loaded from' in bench('--tag', 'budget',
+                                          '--flops-target', '0.8')
+    budget = json.loads((tmp_path / 'classsr_cpu_budget.json').read_text())
+    assert budget['cost_penalty'] != 0.0
+    assert (f'Routing with cost penalty {budget["cost_penalty"]:.3f}, '
+            "calibrated on the training halves' LR to FLOPs 0.8") in \
+        (tmp_path / 'classsr_cpu_budget.md').read_text()
     second = json.loads((tmp_path / 'classsr_cpu_again.json').read_text())
     assert second['totals']['ClassSR']['psnr_rgb'] == pytest.approx(
         result['totals']['ClassSR']['psnr_rgb'])
