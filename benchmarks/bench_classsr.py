@@ -6,7 +6,7 @@ branches.
         [--classifier-iters 10000] [--joint-iters 100] [--joint-lr 1e-5]
         [--ghost-iters 300] [--label-by psnr|gain]
         [--widths 32 48 64] [--branch-init original|scratch]
-        [--average-loss paper|official]
+        [--average-loss paper|official] [--flops-target R]
     python benchmarks/bench_classsr.py --width-latency [--repeats 5]
         [--repeats 5] [--cache DIR] [--out-dir benchmarks/results]
         [--tag NAME] [--overwrite]
@@ -53,6 +53,10 @@ on every tile, and the "perfect routing": the same FLOPs per photo spent
 by the tiles' true errors (each tile to the branch minimising its squared
 error + lambda x FLOPs), what these branches reach under a perfect
 classifier; the gap to it is the classifier's, the rest the branches'.
+--flops-target R routes ClassSR (and its ghost variant, with the same
+penalty) by log P_k - penalty x FLOPs_k / FLOPs_hard, the penalty
+calibrated (calibrate_cost_penalty) so that the routing of the large
+photos' training halves, LR only, costs R of the hard branch.
 
 --width-latency only times untrained CARN-M branches of each width
 (regular, and ghost as its inference graph) on one step of 64 tiles,

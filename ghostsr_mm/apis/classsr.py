@@ -7,6 +7,7 @@ batch of sub-images (each branch runs once per batch, on its own
 sub-images), and returns the classes with the output. The cost of a routing
 (:func:`routing_flops`) and its picture (:func:`routing_picture`) follow.
 """
+import math
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -128,6 +129,11 @@ def calibrate_cost_penalty(model,
         ValueError: A budget below the cost of sending every sub-image to
             the cheapest branch, or no image.
     """
+    if isinstance(flops_ratio, bool) or not isinstance(
+            flops_ratio, (int, float)) or not math.isfinite(flops_ratio) \
+            or flops_ratio <= 0:
+        raise ValueError('calibrate_cost_penalty: `flops_ratio` must be a '
+                         f'positive number, got {flops_ratio!r}')
     if isinstance(images, Tensor):
         images = [images]
     if len(images) == 0:
@@ -170,6 +176,7 @@ def calibrate_cost_penalty(model,
             f'calibrate_cost_penalty: a budget of {flops_ratio} of the hard '
             'branch is below the cheapest routing (every sub-image to the '
             f'cheapest branch: {cost(bound):.4f})')
+
     def smallest(limit):
         """The smallest penalty whose routing costs at most ``limit``."""
         low, high = -bound, bound

@@ -222,6 +222,11 @@ def test_calibrated_cost_penalty_meets_a_flops_budget_as_closely_as_it_can():
         pytest.approx(costliest)
     with pytest.raises(ValueError, match='below the cheapest routing'):
         calibrate_cost_penalty(net, images, cheapest - 0.01, 12, 2, 5)
+    for bad in (0.0, float('nan'), '0.5'):
+        with pytest.raises(ValueError, match='flops_ratio.*positive number'):
+            calibrate_cost_penalty(net, images, bad, 12, 2, 5)
+    with pytest.raises(ValueError, match='no calibration image'):
+        calibrate_cost_penalty(net, [], 0.8)
 
 
 def test_branches_must_agree_on_the_scale():
