@@ -356,8 +356,9 @@ def test_classsr_training_losses_are_the_papers_weighted_terms():
         2000 * float((sr - gt).abs().mean()), rel=1e-5)
     assert float(losses['loss_class']) == pytest.approx(
         float(ClassLoss()(probs)), rel=1e-5)
+    # Divided by 4B/M = 16/3 (the official code's normalisation).
     assert float(losses['loss_average']) == pytest.approx(
-        6 * float((probs.sum(0) - 4 / 3).abs().sum()), rel=1e-5)
+        6 * float((probs.sum(0) - 4 / 3).abs().sum()) / (16 / 3), rel=1e-5)
     hard = torch.bincount(probs.argmax(1), minlength=3) / 4
     assert [float(losses[f'share_{n}']) for n in ('simple', 'medium',
                                                    'hard')] == hard.tolist()

@@ -37,7 +37,10 @@ class ClassSR(BaseEditModel):
         generator (dict): A ``ClassSRNet`` config.
         pixel_loss (dict): Default: L1, weight 2000.
         class_loss (dict): Default: ``ClassLoss``, weight 1.
-        average_loss (dict): Default: ``AverageLoss``, weight 6.
+        average_loss (dict): Default: ``AverageLoss``, weight 6, divided
+            by 4B/M as in the official code (``normalize=True``; in the
+            paper's printed form the classifier stays at uniform
+            probabilities, see ``AverageLoss``).
         test_cfg (dict, optional): ``tile``, ``overlap``, ``batch_size`` of
             the routed inference. Default: 32, 2, 64.
         Others: As ``BaseEditModel``.
@@ -56,7 +59,8 @@ class ClassSR(BaseEditModel):
         self.class_loss = MODELS.build(
             class_loss or dict(type='ClassLoss', loss_weight=1.0))
         self.average_loss = MODELS.build(
-            average_loss or dict(type='AverageLoss', loss_weight=6.0))
+            average_loss
+            or dict(type='AverageLoss', loss_weight=6.0, normalize=True))
         tiling = dict(tile=32, overlap=2, batch_size=64)
         unknown = set(test_cfg or {}) - set(tiling)
         if unknown:
