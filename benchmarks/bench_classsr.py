@@ -198,31 +198,35 @@ def classsr_loss(official):
                                  class_loss(probs) + average_loss(probs))
 
 
-def adam(params, lr_rate, iters):
-    import torch
-    opt = torch.optim.Adam(params, lr=lr_rate, betas=(0.9, 0.99))
-    return opt, torch.optim.lr_scheduler.CosineAnnealingLR(opt, iters, 1e-7)
-
-
-def train_classsr(net, lr, gt, iters, seed, lr_rate, official=False):
-    """Stage 4: every parameter learns under ClassSR's losses, on whole
-    sub-images, batches of 16."""
+def fit_classsr(params, forward, data, iters, seed, lr_rate, official):
+    """Adam steps (cosine decay) of ``params`` under ClassSR's loss, on
+    batches of 16 drawn from ``data``, tensors of equal length flipped and
+    rotated alike: the LR input, the GT, then any extra that ``forward(x,
+    *extra) -> (sr, probs)`` takes."""
     import numpy as np
     import torch
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     loss_fn = classsr_loss(official)
-    opt, sched = adam(net.parameters(), lr_rate, iters)
-    net.train()
+    opt = torch.optim.Adam(params, lr=lr_rate, betas=(0.9, 0.99))
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, iters, 1e-7)
     for _ in range(iters):
-        idx = torch.from_numpy(rng.choice(len(lr), 16, replace=False))
-        x, y = augment(lr[idx], gt[idx], rng=rng)
-        sr, probs = net(x, return_probs=True)
+        idx = torch.from_numpy(rng.choice(len(data[0]), 16, replace=False))
+        x, y, *extra = augment(*(t[idx] for t in data), rng=rng)
+        sr, probs = forward(x, *extra)
         loss = loss_fn(sr, y, probs)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
+
+
+def train_classsr(net, lr, gt, iters, seed, lr_rate, official=False):
+    """Stage 4: every parameter learns under ClassSR's losses, on whole
+    sub-images, batches of 16."""
+    net.train()
+    fit_classsr(net.parameters(), lambda x: net(x, return_probs=True),
+                (lr, gt), iters, seed, lr_rate, official)
     return net.eval()
 
 
@@ -233,7 +237,6 @@ def train_classifier(net, lr, gt, iters, seed, lr_rate, official=False):
     classifier; a flipped or rotated sub-image uses its outputs flipped or
     rotated the same way (the branches were trained with those
     augmentations)."""
-    import numpy as np
     import torch
     net.eval()
     with torch.no_grad():
@@ -241,21 +244,14 @@ def train_classifier(net, lr, gt, iters, seed, lr_rate, official=False):
             torch.cat([b(lr[i:i + BATCH]) for i in range(0, len(lr), BATCH)])
             for b in net.branches
         ], 1)  # (N, branches, C, H, W)
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    loss_fn = classsr_loss(official)
-    opt, sched = adam(net.classifier.parameters(), lr_rate, iters)
-    net.classifier.train()
-    for _ in range(iters):
-        idx = torch.from_numpy(rng.choice(len(lr), 16, replace=False))
-        x, y, o = augment(lr[idx], gt[idx], outs[idx], rng=rng)
+
+    def mixture(x, o):
         probs = net.classifier(x).softmax(dim=1)
-        sr = (probs[:, :, None, None, None] * o).sum(1)
-        loss = loss_fn(sr, y, probs)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
+        return (probs[:, :, None, None, None] * o).sum(1), probs
+
+    net.classifier.train()
+    fit_classsr(net.classifier.parameters(), mixture, (lr, gt, outs), iters,
+                seed, lr_rate, official)
     return net.eval()
 
 
