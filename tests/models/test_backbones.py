@@ -270,6 +270,34 @@ def test_carn_m_shares_block_and_shift():
     assert len(names) == 3 * 2 + 1  # 3 cascading blocks x 2 convs, x2 up
 
 
+def test_carn_m_x4_ghost_upsampler_convs():
+    """Single-scale x4 CARN-M: no ghost upsampler conv by default; the
+    first of its two with ('x4',); both with 'all'. The second conv reads
+    2H x 2W, so making it ghost saves half of its 256-output group conv
+    (4 groups, 16 -> 64 channels each) at 64x64 for a 32x32 input."""
+    from ghostsr_mm.analysis import count_flops
+    args = dict(type='GhostCARNNet', mid_channels=64, upscale_factor=4,
+                efficient=True)
+    models = [MODELS.build(dict(args, **extra)) for extra in (
+        {}, dict(ghost_upsamplers=('x4', )),
+        dict(ghost_upsamplers=('x4', ), ghost_upsampler_convs='all'))]
+    up = [[n for n in m.ghost_layer_names() if n.startswith('upsamplers')]
+          for m in models]
+    assert up == [[], ['upsamplers.x4.0'],
+                  ['upsamplers.x4.0', 'upsamplers.x4.3']]
+    assert all(isinstance(models[2].get_submodule(n), GhostConv2d)
+               for n in up[2])
+    flops = [count_flops(m.convert_to_inference().eval(), (3, 32, 32))
+             for m in models]
+    half_conv = 256 // 2 * (64 // 4) * 9  # per output pixel
+    assert flops[0] - flops[1] == half_conv * 32 * 32
+    assert flops[1] - flops[2] == half_conv * 64 * 64
+    assert models[2](torch.rand(1, 3, 8, 8)).shape == (1, 3, 32, 32)
+    with pytest.raises(ValueError, match="ghost_upsampler_convs.*'first' "
+                       "or 'all', got 'both'"):
+        MODELS.build(dict(args, ghost_upsampler_convs='both'))
+
+
 @pytest.mark.parametrize('mm_type, ghost_type, kwargs', [
     ('EDSRNet', 'GhostEDSRNet',
      dict(in_channels=3, out_channels=3, mid_channels=16, num_blocks=2)),

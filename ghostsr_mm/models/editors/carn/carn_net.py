@@ -144,9 +144,8 @@ class Upsampler(nn.Sequential):
         return x
 
     def conv_names(self) -> List[str]:
-        return [
-            str(i) for i, m in enumerate(self) if isinstance(m, nn.Conv2d)
-        ]
+        """The convs' names, one per step (ghost or not)."""
+        return [str(i) for i in range(0, len(self), 3)]
 
 
 @MODELS.register_module()
@@ -249,10 +248,10 @@ class GhostCARNNet(GhostModelMixin, CARNNet):
 
     Ghost layers: both 3x3 convs of every (efficient) residual block -- in
     CARN-M the recursively shared block is one module, so its ghost layers
-    and learnable shifts are shared too -- plus the first conv of the
-    upsamplers named in ``ghost_upsamplers``. Regular: the entry conv
-    (first), the exit conv (last), every 1x1 fusion (point-wise) and the
-    other upsampler convs.
+    and learnable shifts are shared too -- plus the first conv (or, with
+    ``ghost_upsampler_convs='all'``, every conv) of the upsamplers named in
+    ``ghost_upsamplers``. Regular: the entry conv (first), the exit conv
+    (last), every 1x1 fusion (point-wise) and the other upsampler convs.
 
     The paper does not say which upsampler convs it converts; the defaults
     are the smallest sets that reproduce Table 1's parameter counts of the
@@ -262,8 +261,13 @@ class GhostCARNNet(GhostModelMixin, CARNNet):
 
     Args:
         ghost_upsamplers (Sequence[str], optional): Upsamplers ('x2', 'x3',
-            'x4') whose first conv becomes ghost. Default: None, i.e.
-            ('x2',) for CARN and ('x2', 'x3') for CARN-M.
+            'x4') with ghost convs. Default: None, i.e. ('x2',) for CARN
+            and ('x2', 'x3') for CARN-M (so a single-scale x4 model has
+            none).
+        ghost_upsampler_convs (str): 'first': the first conv of each of
+            ``ghost_upsamplers`` (x2 and x3 have only one); 'all': every
+            conv, e.g. both of x4, whose second conv, at twice the input
+            size, costs four times the first. Default: 'first'.
         ratio, max_offset, cheap_op, per_channel_shift, gumbel_decay,
         tau, zero_shift_bias: GhostConv2d arguments (see
         :func:`ghost_layer_args`), by keyword.
@@ -272,6 +276,7 @@ class GhostCARNNet(GhostModelMixin, CARNNet):
 
     def __init__(self,
                  ghost_upsamplers: Optional[Sequence[str]] = None,
+                 ghost_upsampler_convs: str = 'first',
                  **kwargs) -> None:
         ghost_args = {k: kwargs.pop(k) for k in GHOST_ARGS if k in kwargs}
         super().__init__(**kwargs)
@@ -285,15 +290,21 @@ class GhostCARNNet(GhostModelMixin, CARNNet):
                 f'GhostCARNNet: `ghost_upsamplers` {unknown} are not '
                 f'upsamplers of this model; it has {sorted(self.upsamplers)} '
                 f'(multi_scale={self.multi_scale})')
+        if ghost_upsampler_convs not in ('first', 'all'):
+            raise ValueError('GhostCARNNet: `ghost_upsampler_convs` must be '
+                             f"'first' or 'all', got {ghost_upsampler_convs!r}")
         self.ghost_upsamplers = tuple(ghost_upsamplers)
+        self.ghost_upsampler_convs = ghost_upsampler_convs
         ghostify(self, self.ghost_layer_names(),
                  **ghost_layer_args(**ghost_args))
 
     def ghost_layer_names(self) -> List[str]:
         names = self.conv3x3_body_names()
         for key in self.ghost_upsamplers:
-            names.append(f'upsamplers.{key}.'
-                         f'{self.upsamplers[key].conv_names()[0]}')
+            convs = self.upsamplers[key].conv_names()
+            if self.ghost_upsampler_convs == 'first':
+                convs = convs[:1]
+            names += [f'upsamplers.{key}.{i}' for i in convs]
         return names
 
 
