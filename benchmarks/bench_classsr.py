@@ -4,9 +4,10 @@ branches.
 
     python benchmarks/bench_classsr.py [--iters 1600]
         [--classifier-iters 10000] [--joint-iters 100] [--joint-lr 1e-5]
-        [--ghost-iters 300] [--label-by psnr|gain]
-        [--widths 32 48 64] [--branch-init original|scratch]
-        [--average-loss paper|official] [--flops-target R]
+        [--ghost-iters 300] [--ghost-upsampler none|first|all]
+        [--label-by psnr|gain] [--widths 32 48 64]
+        [--branch-init original|scratch] [--average-loss paper|official]
+        [--flops-target R [--calibrate-on train|test]]
     python benchmarks/bench_classsr.py --width-latency [--repeats 5]
         [--repeats 5] [--cache DIR] [--out-dir benchmarks/results]
         [--tag NAME] [--overwrite]
@@ -40,7 +41,11 @@ shortened:
   4. everything together.
 Ghost variant: each branch becomes a GhostCARN-M, initialised by clustering
 from the trained branch and fine-tuned on its class with the learned shift
-(tuned recipe of bench_quality.py), under the classifier of stage 4.
+(tuned recipe of bench_quality.py), under the classifier of stage 4. Its
+ghost layers: the blocks' 3x3 group convs, and with --ghost-upsampler the
+first or both convs of the x4 upsampler (a GhostCARN-M x4 costs 0.85 of
+CARN-M's FLOPs without them, 0.69 with both; the 1x1 convs, a third of
+CARN-M's FLOPs, stay regular as in the paper).
 Adam, cosine decay, L1; batches of 16 (LR patches of 16 pixels in stages 0
 and 2, whole sub-images otherwise) with flips and rotations.
 
@@ -56,7 +61,9 @@ classifier; the gap to it is the classifier's, the rest the branches'.
 --flops-target R routes ClassSR (and its ghost variant, with the same
 penalty) by log P_k - penalty x FLOPs_k / FLOPs_hard, the penalty
 calibrated (calibrate_cost_penalty) so that the routing of the large
-photos' training halves, LR only, costs R of the hard branch.
+photos' training halves, LR only, costs R of the hard branch; with
+--calibrate-on test, of the test photos' LR (no ground truth), as
+tools/infer.py --flops-budget R calibrates on the images it is given.
 
 --width-latency only times untrained CARN-M branches of each width
 (regular, and ghost as its inference graph) on one step of 64 tiles,
@@ -84,8 +91,10 @@ sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 SCALE = 4
 TILE, OVERLAP, BATCH = 32, 2, 64
 # A ghost layer's intrinsic channels must be a multiple of CARN-M's 4
-# groups: the ghost ratio of each width nearest 0.5 that allows it.
-GHOST_RATIOS = {32: 0.5, 36: 0.45, 48: 0.5, 52: 0.47, 64: 0.5}
+# groups: the ghost ratio of each width nearest 0.5 that allows it, in the
+# blocks (width channels) and in the x4 upsampler (4 x width); width 52:
+# 28 intrinsic channels of 52, 112 of 208.
+GHOST_RATIOS = {32: 0.5, 36: 0.45, 48: 0.5, 52: 0.4616, 64: 0.5}
 TEST_PHOTOS = ('skimage:retina', 'skimage:hubble_deep_field')
 LOSS_WEIGHTS = (2000.0, 1.0, 6.0)
 
@@ -103,6 +112,12 @@ def parse_args(argv=None):
                         'about this size even for a branch the classifier '
                         'rarely picks, whose gradients are tiny)')
     parser.add_argument('--ghost-iters', type=int, default=300)
+    parser.add_argument('--ghost-upsampler', default='none',
+                        choices=['none', 'first', 'all'],
+                        help='ghost convs in the ghost branches\' x4 '
+                        'upsampler: none, the first (at the LR size) or '
+                        'both (the second, at twice the size, costs 4x); '
+                        'both cost 1-3 dB per branch after 300 steps')
     parser.add_argument('--label-by', default='psnr',
                         choices=['psnr', 'gain'],
                         help="classes by the original's PSNR (the paper: "
@@ -126,6 +141,12 @@ def parse_args(argv=None):
                         "routing of the large photos' training halves to "
                         'this FLOPs ratio (calibrate_cost_penalty; LR '
                         "only); default: the paper's most probable branch")
+    parser.add_argument('--calibrate-on', default='train',
+                        choices=['train', 'test'],
+                        help="--flops-target's calibration images: the "
+                        "large photos' training halves, or the test halves "
+                        'themselves (LR only, as tools/infer.py '
+                        '--flops-budget does on the images it runs on)')
     parser.add_argument('--width-latency', action='store_true',
                         help='only time the branches of every width')
     parser.add_argument('--repeats', type=int, default=5,
@@ -168,11 +189,16 @@ def cut_sub_images(pairs, size=TILE, step=16):
     return torch.stack(lrs), torch.stack(gts)
 
 
-def carn_m(width, ghost=False, **ghost_args):
+def carn_m(width, ghost=False, upsampler='none', **ghost_args):
+    """CARN-M x4 of ``width``; ``ghost``: GhostCARN-M, whose x4 upsampler
+    has no ghost conv ('none'), its first ('first') or both ('all')."""
     import ghostsr_mm  # noqa: F401
     from mmagic.registry import MODELS
     args = dict(mid_channels=width, upscale_factor=SCALE, efficient=True)
     if ghost:
+        if upsampler != 'none':
+            ghost_args.update(ghost_upsamplers=(f'x{SCALE}', ),
+                              ghost_upsampler_convs=upsampler)
         return MODELS.build(dict(type='GhostCARNNet', **args,
                                  ratio=GHOST_RATIOS[width], **ghost_args))
     return MODELS.build(dict(type='CARNNet', **args))
@@ -342,11 +368,14 @@ def build_models(args, train_pairs):
     cache.run('joint', key, classsr, lambda: train_classsr(
         classsr, lr, gt, args.joint_iters, 2, args.joint_lr, official))
     key = dict(key, ghost=args.ghost_iters)
+    if args.ghost_upsampler != 'none':
+        key = dict(key, ghost_upsampler=args.ghost_upsampler)
     ghosts = []
     for k, (width, branch) in enumerate(zip(args.widths,
                                             classsr.branches)):
         members = SubImages(lr[classes == k], gt[classes == k])
-        ghost = carn_m(width, ghost=True, zero_shift_bias=1.0)
+        ghost = carn_m(width, ghost=True, upsampler=args.ghost_upsampler,
+                       zero_shift_bias=1.0)
 
         def fine_tune(ghost=ghost, branch=branch, members=members):
             cluster_init(ghost, branch.state_dict(), seed=k)
@@ -540,8 +569,12 @@ def markdown(result):
         f'`{result["command"]}`, {result["seconds"]} s), branches of width '
         f'{" / ".join(map(str, cfg["widths"]))} (from {start}). ' + (
             f'Routing with cost penalty {result["cost_penalty"]:.3f}, '
-            "calibrated on the training halves' LR to FLOPs "
+            'calibrated on the ' + (
+                "test photos' LR" if cfg.get('calibrate_on') == 'test' else
+                "training halves' LR") + ' to FLOPs '
             f'{cfg["flops_target"]}. ' if cfg.get('flops_target') else '') +
+        'Ghost branches: x4 upsampler convs ghost: '
+        f'{cfg.get("ghost_upsampler", "none")}. ' +
         f'Tiles {TILE}x{TILE} LR, overlap {OVERLAP}, {BATCH} per step. '
         'FLOPs and time are ratios to the original CARN-M (width 64) run '
         'the same way (time: median of the per-round ratios, quartiles in '
@@ -633,7 +666,7 @@ def width_latency(args, out_json, out_md):
     for width in sorted(GHOST_RATIOS):
         nets[f'CARN-M {width}'] = carn_m(width).eval()
         nets[f'GhostCARN-M {width}'] = convert_to_inference(
-            carn_m(width, ghost=True)).eval()
+            carn_m(width, ghost=True, upsampler=args.ghost_upsampler)).eval()
     base = 'CARN-M 64'
     flops = {n: count_flops(m, (3, TILE, TILE)) for n, m in nets.items()}
     with torch.inference_mode():
@@ -705,11 +738,15 @@ def main(argv=None):
     penalty = 0.0
     if args.flops_target is not None:
         from ghostsr_mm.apis import calibrate_cost_penalty
-        # On the large photos' training halves: the routing's cost
-        # depends on the content (the other package photos are busier).
-        penalty = calibrate_cost_penalty(
-            models[1], [t[None] for t in train_pairs.lr_t[-len(large):]],
-            args.flops_target, TILE, OVERLAP, BATCH)
+        # On the large photos' training halves (the routing's cost
+        # depends on the content: the other package photos are busier), or
+        # on the test photos' LR, as tools/infer.py --flops-budget.
+        images = ([lr for lr, _ in photos.values()]
+                  if args.calibrate_on == 'test' else
+                  [t[None] for t in train_pairs.lr_t[-len(large):]])
+        penalty = calibrate_cost_penalty(models[1], images,
+                                         args.flops_target, TILE, OVERLAP,
+                                         BATCH)
         # The ghost branches cost in nearly the same proportions: the same
         # penalty routes alike.
         models[1].cost_penalty = models[2].cost_penalty = penalty

@@ -226,6 +226,13 @@ def test_bench_classsr_end_to_end(tmp_path, capsys):
     out = bench()
     result = json.loads((tmp_path / 'classsr_cpu.json').read_text())
     flops = result['flops_per_tile']
+    # Ghost branches: half of each 3x3 group conv's outputs (4 groups) is
+    # not computed, per 32x32 tile: 18 block convs (w -> w, three cascading
+    # blocks x the shared block used three times x two convs).
+    for k, w in enumerate((32, 48, 64)):
+        saved = 18 * (w // 2) * (w // 4) * 9 * 32 * 32
+        assert (flops['ClassSR']['branches'][k] -
+                flops['ClassSR-ghost']['branches'][k]) == saved
     tiles = {}
     for row in result['rows']:
         for name in ('ClassSR', 'ClassSR-ghost'):
@@ -284,6 +291,21 @@ def test_bench_classsr_end_to_end(tmp_path, capsys):
     assert (f'Routing with cost penalty {budget["cost_penalty"]:.3f}, '
             "calibrated on the training halves' LR to FLOPs 0.8") in \
         (tmp_path / 'classsr_cpu_budget.md').read_text()
+    # Calibrated on the test photos' LR: their routing keeps the budget.
+    # Both x4 upsampler convs ghost too: their w -> 4w convs at 32x32 and
+    # 64x64 save as much again as 5 x 4 = 20 block convs.
+    bench('--tag', 'budget_test', '--flops-target', '0.8', '--calibrate-on',
+          'test', '--ghost-upsampler', 'all')
+    on_test = json.loads(
+        (tmp_path / 'classsr_cpu_budget_test.json').read_text())
+    assert on_test['totals']['ClassSR']['flops_ratio'] <= 0.8
+    cost = on_test['flops_per_tile']
+    for k, w in enumerate((32, 48, 64)):
+        saved = (18 + 20) * (w // 2) * (w // 4) * 9 * 32 * 32
+        assert (cost['ClassSR']['branches'][k] -
+                cost['ClassSR-ghost']['branches'][k]) == saved
+    assert "calibrated on the test photos' LR to FLOPs 0.8" in \
+        (tmp_path / 'classsr_cpu_budget_test.md').read_text()
     second = json.loads((tmp_path / 'classsr_cpu_again.json').read_text())
     assert second['totals']['ClassSR']['psnr_rgb'] == pytest.approx(
         result['totals']['ClassSR']['psnr_rgb'])

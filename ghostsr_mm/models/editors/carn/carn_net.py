@@ -291,8 +291,9 @@ class GhostCARNNet(GhostModelMixin, CARNNet):
                 f'upsamplers of this model; it has {sorted(self.upsamplers)} '
                 f'(multi_scale={self.multi_scale})')
         if ghost_upsampler_convs not in ('first', 'all'):
-            raise ValueError('GhostCARNNet: `ghost_upsampler_convs` must be '
-                             f"'first' or 'all', got {ghost_upsampler_convs!r}")
+            raise ValueError(
+                "GhostCARNNet: `ghost_upsampler_convs` must be 'first' or "
+                f"'all', got {ghost_upsampler_convs!r}")
         self.ghost_upsamplers = tuple(ghost_upsamplers)
         self.ghost_upsampler_convs = ghost_upsampler_convs
         ghostify(self, self.ghost_layer_names(),
