@@ -117,7 +117,8 @@ def parse_args(argv=None):
                         help='ghost convs in the ghost branches\' x4 '
                         'upsampler: none, the first (at the LR size) or '
                         'both (the second, at twice the size, costs 4x); '
-                        'both cost 1-3 dB per branch after 300 steps')
+                        'both cost 0.3-3.7 dB per branch after 300 '
+                        'steps, see benchmarks/README.md')
     parser.add_argument('--label-by', default='psnr',
                         choices=['psnr', 'gain'],
                         help="classes by the original's PSNR (the paper: "
