@@ -7,7 +7,8 @@ branches.
         [--ghost-iters 300] [--ghost-upsampler none|first|all]
         [--label-by psnr|gain] [--widths 32 48 64]
         [--branch-init original|scratch] [--average-loss paper|official]
-        [--flops-target R [--calibrate-on train|test]]
+        [--flops-target R] [--ghost-flops-target R]
+        [--calibrate-on train|test]
     python benchmarks/bench_classsr.py --width-latency [--repeats 5]
         [--repeats 5] [--cache DIR] [--out-dir benchmarks/results]
         [--tag NAME] [--overwrite]
@@ -64,6 +65,8 @@ calibrated (calibrate_cost_penalty) so that the routing of the large
 photos' training halves, LR only, costs R of the hard branch; with
 --calibrate-on test, of the test photos' LR (no ground truth), as
 tools/infer.py --flops-budget R calibrates on the images it is given.
+--ghost-flops-target R calibrates the ghost variant on its own, so that
+its routing costs R of the original's FLOPs.
 
 --width-latency only times untrained CARN-M branches of each width
 (regular, and ghost as its inference graph) on one step of 64 tiles,
@@ -142,6 +145,11 @@ def parse_args(argv=None):
                         "routing of the large photos' training halves to "
                         'this FLOPs ratio (calibrate_cost_penalty; LR '
                         "only); default: the paper's most probable branch")
+    parser.add_argument('--ghost-flops-target', type=float, default=None,
+                        help='route the ghost variant with its own cost '
+                        'penalty, calibrated so that its routing costs '
+                        "this share of the original's FLOPs (default: "
+                        "ClassSR's penalty)")
     parser.add_argument('--calibrate-on', default='train',
                         choices=['train', 'test'],
                         help="--flops-target's calibration images: the "
@@ -574,6 +582,10 @@ def markdown(result):
                 "test photos' LR" if cfg.get('calibrate_on') == 'test' else
                 "training halves' LR") + ' to FLOPs '
             f'{cfg["flops_target"]}. ' if cfg.get('flops_target') else '') +
+        (f'Ghost variant routed with cost penalty '
+         f'{result["ghost_cost_penalty"]:.3f}, to FLOPs '
+         f'{cfg["ghost_flops_target"]} of the original. '
+         if cfg.get('ghost_flops_target') else '') +
         'Ghost branches: x4 upsampler convs ghost: '
         f'{cfg.get("ghost_upsampler", "none")}. ' +
         f'Tiles {TILE}x{TILE} LR, overlap {OVERLAP}, {BATCH} per step. '
@@ -736,21 +748,31 @@ def main(argv=None):
     photos = {spec.split(':')[1]: (lr[None], gt[None])
               for spec, lr, gt in zip(TEST_PHOTOS, test.lr_t, test.gt_t)}
     *models, labels = build_models(args, train_pairs)
-    penalty = 0.0
+    from ghostsr_mm.analysis import count_flops
+    from ghostsr_mm.apis import calibrate_cost_penalty
+    # On the large photos' training halves (the routing's cost depends on
+    # the content: the other package photos are busier), or on the test
+    # photos' LR, as tools/infer.py --flops-budget.
+    images = ([lr for lr, _ in photos.values()]
+              if args.calibrate_on == 'test' else
+              [t[None] for t in train_pairs.lr_t[-len(large):]])
+    penalty = ghost_penalty = 0.0
     if args.flops_target is not None:
-        from ghostsr_mm.apis import calibrate_cost_penalty
-        # On the large photos' training halves (the routing's cost
-        # depends on the content: the other package photos are busier), or
-        # on the test photos' LR, as tools/infer.py --flops-budget.
-        images = ([lr for lr, _ in photos.values()]
-                  if args.calibrate_on == 'test' else
-                  [t[None] for t in train_pairs.lr_t[-len(large):]])
         penalty = calibrate_cost_penalty(models[1], images,
                                          args.flops_target, TILE, OVERLAP,
                                          BATCH)
         # The ghost branches cost in nearly the same proportions: the same
         # penalty routes alike.
-        models[1].cost_penalty = models[2].cost_penalty = penalty
+        models[1].cost_penalty = models[2].cost_penalty = ghost_penalty = \
+            penalty
+    if args.ghost_flops_target is not None:
+        # Its own budget, as a share of the original's FLOPs (the budget
+        # of calibrate_cost_penalty is a share of the model's hard branch).
+        hard = [count_flops(m, (3, TILE, TILE))
+                for m in (models[0], models[2].branches[-1])]
+        ghost_penalty = models[2].cost_penalty = calibrate_cost_penalty(
+            models[2], images, args.ghost_flops_target * hard[0] / hard[1],
+            TILE, OVERLAP, BATCH)
     rows, pictures, flops = evaluate(args, models, photos)
     bicubic = [mmcv.imresize(lr, gt.shape[1::-1], interpolation='bicubic')
                for lr, gt in zip(test.lr, test.gt)]
@@ -763,7 +785,7 @@ def main(argv=None):
         command=' '.join(['python benchmarks/bench_classsr.py'] +
                          (sys.argv[1:] if argv is None else list(argv))),
         seconds=round(time.time() - start), labels=labels,
-        cost_penalty=penalty,
+        cost_penalty=penalty, ghost_cost_penalty=ghost_penalty,
         flops_per_tile=flops,
         bicubic=dict(
             rgb=float(np.mean([psnr(b, g, SCALE)

@@ -294,11 +294,14 @@ def test_bench_classsr_end_to_end(tmp_path, capsys):
     # Calibrated on the test photos' LR: their routing keeps the budget.
     # Both x4 upsampler convs ghost too: their w -> 4w convs at 32x32 and
     # 64x64 save as much again as 5 x 4 = 20 block convs.
+    # The ghost variant on a budget of its own, in the original's FLOPs.
     bench('--tag', 'budget_test', '--flops-target', '0.8', '--calibrate-on',
-          'test', '--ghost-upsampler', 'all')
+          'test', '--ghost-upsampler', 'all', '--ghost-flops-target', '0.5')
     on_test = json.loads(
         (tmp_path / 'classsr_cpu_budget_test.json').read_text())
     assert on_test['totals']['ClassSR']['flops_ratio'] <= 0.8
+    assert on_test['totals']['ClassSR-ghost']['flops_ratio'] <= 0.5
+    assert on_test['ghost_cost_penalty'] != on_test['cost_penalty']
     cost = on_test['flops_per_tile']
     for k, w in enumerate((32, 48, 64)):
         saved = (18 + 20) * (w // 2) * (w // 4) * 9 * 32 * 32
