@@ -167,7 +167,12 @@ def parse_args(argv=None):
                                                       'results'))
     parser.add_argument('--tag', default='')
     parser.add_argument('--overwrite', action='store_true')
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.calibrate_on != 'train' and args.flops_target is None and \
+            args.ghost_flops_target is None:
+        parser.error('--calibrate-on calibrates a budget: give '
+                     '--flops-target or --ghost-flops-target too')
+    return args
 
 
 # ------------------------------------------------------------------ data

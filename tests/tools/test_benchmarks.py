@@ -438,3 +438,14 @@ def test_bench_classsr_width_latency(tmp_path):
     assert not list((tmp_path).glob('classsr_cache*'))  # nothing trained
     again = subprocess.run(argv, capture_output=True, text=True)
     assert again.returncode == 1 and '--overwrite' in again.stderr
+
+
+def test_bench_classsr_calibrate_on_needs_a_budget(capsys):
+    bench = load_script('bench_classsr')
+    with pytest.raises(SystemExit):
+        bench.parse_args(['--calibrate-on', 'test'])
+    assert '--calibrate-on calibrates a budget: give --flops-target or ' \
+        '--ghost-flops-target too' in capsys.readouterr().err
+    args = bench.parse_args(['--calibrate-on', 'test', '--ghost-flops-target',
+                             '0.4'])
+    assert (args.calibrate_on, args.ghost_flops_target) == ('test', 0.4)
