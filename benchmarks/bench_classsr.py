@@ -495,11 +495,10 @@ def oracle_routing(net, lr, gt, budget):
     ``budget`` (bisection). What these branches reach at that cost under a
     perfect classifier. Returns (classes, SR image)."""
     import torch
-    from ghostsr_mm.apis import tile_layout, tiled_inference
-    from ghostsr_mm.analysis import count_flops
+    from ghostsr_mm.apis import branch_flops, tile_layout, tiled_inference
     layout = tile_layout(*lr.shape[-2:], TILE, OVERLAP)
-    flops = torch.tensor([float(count_flops(b, (3, TILE, TILE)))
-                          for b in net.branches])
+    flops = torch.tensor(branch_flops(net, TILE)['branches'],
+                         dtype=torch.float32)
     errors = []
     for first in range(0, len(layout), BATCH):
         group = layout[first:first + BATCH]

@@ -163,6 +163,8 @@ def complexity(model, scale, widths=None):
             'ghost': convert_to_inference(build(model, 'ghost', scale))}
     for w in widths:
         nets[f'w{w}'] = build(model, 'regular', scale, w)
+    for net in nets.values():  # timed as deployed
+        net.eval()
     info = {n: dict(params=count_params(m), flops=count_flops(m, FLOPS_SHAPE))
             for n, m in nets.items()}
     x = torch.rand(1, *FLOPS_SHAPE)

@@ -39,14 +39,21 @@ def count_flops(model: nn.Module, shape: Sequence[int],
     """Multiply-accumulates of one forward pass (the paper's "FLOPs", as
     fvcore and mmengine count them) on a (1, *shape) input.
 
-    A GhostConv2d counts its intrinsic conv; the shift counts 0.
+    A GhostConv2d counts its intrinsic conv; the shift counts 0. The model
+    is traced in eval mode; every module is left in the mode it had.
     """
     inputs = torch.zeros(1, *shape, device=device)
-    analyzer = FlopAnalyzer(model.eval(), inputs)
-    for op in _ZERO_FLOP_OPS + _UNCOUNTED_OPS:
-        analyzer.set_op_handle(op, None)
-    analyzer.unsupported_ops_warnings(True).uncalled_modules_warnings(False)
-    return int(analyzer.total())
+    modes = [(m, m.training) for m in model.modules()]
+    try:
+        analyzer = FlopAnalyzer(model.eval(), inputs)
+        for op in _ZERO_FLOP_OPS + _UNCOUNTED_OPS:
+            analyzer.set_op_handle(op, None)
+        analyzer.unsupported_ops_warnings(True).uncalled_modules_warnings(
+            False)
+        return int(analyzer.total())
+    finally:
+        for m, training in modes:
+            m.training = training
 
 
 def interleaved_times(fns: Dict[str, Callable[[], object]],

@@ -68,13 +68,9 @@ def branch_flops(model, tile: int = 32) -> Dict[str, object]:
     classifier, and of each branch (a list, simple to hard)."""
     shape = (model.in_channels, tile, tile)
     device = next(model.parameters()).device
-    was_training = model.training
-    try:
-        return dict(
-            classifier=count_flops(model.classifier, shape, device),
-            branches=[count_flops(b, shape, device) for b in model.branches])
-    finally:
-        model.train(was_training)
+    return dict(
+        classifier=count_flops(model.classifier, shape, device),
+        branches=[count_flops(b, shape, device) for b in model.branches])
 
 
 def routing_flops(counts: Sequence[int], flops: Dict[str, object]

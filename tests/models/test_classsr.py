@@ -167,6 +167,21 @@ def test_eval_routes_each_sub_image_to_its_branch_once_per_batch():
     torch.testing.assert_close(out, net.route(x, probs.argmax(1)))
 
 
+def test_flop_counts_leave_every_module_in_its_mode():
+    """count_flops traces in eval mode and restores each module's own
+    mode, so branch_flops and relative_costs change no mode, mixed ones
+    included."""
+    net = ClassSRNet(TINY_BRANCHES).train()
+    net.branches[1].eval()
+    before = [m.training for m in net.modules()]
+    flops = branch_flops(net, 32)
+    net.relative_costs()
+    assert [m.training for m in net.modules()] == before
+    assert flops['branches'] == [count_flops(b, (3, 32, 32))
+                                 for b in net.branches]
+    assert [m.training for m in net.modules()] == before
+
+
 def test_cost_penalty_moves_eval_routing_by_the_branch_costs():
     torch.manual_seed(0)
     net = ClassSRNet(TINY_BRANCHES).eval()

@@ -162,12 +162,10 @@ class ClassSRNet(BaseModule):
         if self._relative_costs is None:
             from ghostsr_mm.analysis import count_flops
             device = next(self.parameters()).device
-            was_training = self.training
             flops = torch.tensor([
                 float(count_flops(b, (self.in_channels, 32, 32), device))
                 for b in self.branches
             ])
-            self.train(was_training)
             # (branches without FLOPs, e.g. interpolation: no preference)
             self._relative_costs = flops / flops.max() if flops.max() > 0 \
                 else torch.zeros_like(flops)
