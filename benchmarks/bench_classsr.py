@@ -142,8 +142,8 @@ def parse_args(argv=None):
                         "divided by 4B/M as the official code")
     parser.add_argument('--flops-target', type=float, default=None,
                         help='route with the cost penalty that brings the '
-                        "routing of the large photos' training halves to "
-                        'this FLOPs ratio (calibrate_cost_penalty; LR '
+                        'routing of the calibration images (--calibrate-on) '
+                        'to this FLOPs ratio (calibrate_cost_penalty; LR '
                         "only); default: the paper's most probable branch")
     parser.add_argument('--ghost-flops-target', type=float, default=None,
                         help='route the ghost variant with its own cost '
@@ -152,8 +152,9 @@ def parse_args(argv=None):
                         "ClassSR's penalty)")
     parser.add_argument('--calibrate-on', default='train',
                         choices=['train', 'test'],
-                        help="--flops-target's calibration images: the "
-                        "large photos' training halves, or the test halves "
+                        help='the calibration images of --flops-target and '
+                        "--ghost-flops-target: the large photos' training "
+                        'halves, or the test halves '
                         'themselves (LR only, as tools/infer.py '
                         '--flops-budget does on the images it runs on)')
     parser.add_argument('--width-latency', action='store_true',
