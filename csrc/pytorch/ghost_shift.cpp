@@ -10,6 +10,9 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <mutex>
+#include <unordered_map>
+#include <utility>
 
 namespace ghostsr {
 
@@ -35,20 +38,57 @@ void check_feature_tensor(const at::Tensor& t, const char* name) {
               "` must be a floating point tensor, got ", t.scalar_type());
 }
 
+std::pair<int64_t, int64_t> read_range(const at::Tensor& t) {
+  if (t.device().is_cpu()) {
+    // A plain loop: cheaper than two reductions for one entry per channel.
+    const auto s = t.to(at::kLong).contiguous();
+    const int64_t* p = s.data_ptr<int64_t>();
+    const auto range = std::minmax_element(p, p + s.numel());
+    return {*range.first, *range.second};
+  }
+  const auto range = at::aminmax(t.to(at::kLong));
+  const auto host =
+      at::stack({std::get<0>(range), std::get<1>(range)}).cpu();
+  return {host[0].item<int64_t>(), host[1].item<int64_t>()};
+}
+
 void check_src(const at::Tensor& input, const at::Tensor& src,
                int64_t in_channels) {
   check_index_tensor(src, "src", input);
   TORCH_CHECK_VALUE(src.dim() == 1, "ghost_shift: `src` must be 1-D (C_out,), got ",
               "shape ", src.sizes());
-  // On the CPU a plain loop (src has one entry per output channel) is cheaper
-  // than two reductions; the CUDA entry points check on the host themselves
-  // (check_index_range in cuda/ghost_shift_cuda.cu).
+  // On the CPU the values are read at every call (a loop over one entry per
+  // output channel; the CPU kernels have no asserts of their own). The CUDA
+  // entry points check them on the host through index_range
+  // (check_src_on_host in cuda/ghost_shift_cuda.cu).
   if (src.device().is_cpu() && src.numel() > 0) {
-    const auto s = src.to(at::kLong).contiguous();
-    const int64_t* p = s.data_ptr<int64_t>();
-    const auto range = std::minmax_element(p, p + s.numel());
-    check_src_values(*range.first, *range.second, in_channels);
+    const auto range = read_range(src);
+    check_src_values(range.first, range.second, in_channels);
   }
+}
+
+// What index_range remembers of a tensor whose values it has read. The weak
+// reference keeps the TensorImpl's memory from being reused by another
+// tensor while the entry exists, so a live owner at the same address is the
+// same tensor; any in-place write to it (copy_, indexing, load_state_dict)
+// bumps its version.
+struct RangeEntry {
+  c10::weak_intrusive_ptr<c10::TensorImpl, c10::UndefinedTensorImpl> owner;
+  uint32_t version;
+  const void* data;
+  int64_t numel;
+  at::ScalarType dtype;
+  std::pair<int64_t, int64_t> range;
+};
+
+// Bounded: a model has one src (and one channel list) per ghost layer.
+constexpr size_t kMaxRangeEntries = 4096;
+
+std::mutex range_mutex;
+std::unordered_map<const c10::TensorImpl*, RangeEntry>& range_cache() {
+  static auto* cache =
+      new std::unordered_map<const c10::TensorImpl*, RangeEntry>();
+  return *cache;
 }
 
 void check_src_offsets(const at::Tensor& input, const at::Tensor& src,
@@ -62,6 +102,48 @@ void check_src_offsets(const at::Tensor& input, const at::Tensor& src,
 }
 
 }  // namespace
+
+std::optional<std::pair<int64_t, int64_t>> index_range(const at::Tensor& t,
+                                                       bool may_read_back) {
+  if (t.numel() == 0) return std::nullopt;
+  // Inference tensors have no version counter: read them every time.
+  const bool cacheable = !t.is_inference();
+  const c10::TensorImpl* key = t.unsafeGetTensorImpl();
+  const uint32_t version =
+      cacheable ? key->version_counter().current_version() : 0;
+  if (cacheable) {
+    std::lock_guard<std::mutex> lock(range_mutex);
+    auto& cache = range_cache();
+    const auto hit = cache.find(key);
+    if (hit != cache.end()) {
+      const RangeEntry& e = hit->second;
+      if (!e.owner.expired() && e.version == version &&
+          e.data == t.const_data_ptr() && e.numel == t.numel() &&
+          e.dtype == t.scalar_type())
+        return e.range;
+      cache.erase(hit);
+    }
+  }
+  if (!may_read_back) return std::nullopt;
+  const auto range = read_range(t);
+  if (cacheable) {
+    std::lock_guard<std::mutex> lock(range_mutex);
+    auto& cache = range_cache();
+    if (cache.size() >= kMaxRangeEntries) {
+      for (auto it = cache.begin(); it != cache.end();)
+        it = it->second.owner.expired() ? cache.erase(it) : std::next(it);
+      if (cache.size() >= kMaxRangeEntries) cache.clear();
+    }
+    cache.insert_or_assign(
+        key,
+        RangeEntry{c10::weak_intrusive_ptr<c10::TensorImpl,
+                                           c10::UndefinedTensorImpl>(
+                       t.getIntrusivePtr()),
+                   version, t.const_data_ptr(), t.numel(), t.scalar_type(),
+                   range});
+  }
+  return range;
+}
 
 void check_src_values(int64_t lo, int64_t hi, int64_t in_channels) {
   TORCH_CHECK_VALUE(lo >= 0 && hi < in_channels,
@@ -180,9 +262,8 @@ void check_weight_grad_args(const at::Tensor& grad_output,
               "ghost_shift_weight_grad: `channels` must be 1-D, got shape ",
               channels.sizes());
   if (channels.device().is_cpu() && channels.numel() > 0) {
-    const auto range = at::aminmax(channels);
-    check_channel_values(std::get<0>(range).item<int64_t>(),
-                         std::get<1>(range).item<int64_t>(), src.size(0));
+    const auto range = read_range(channels);
+    check_channel_values(range.first, range.second, src.size(0));
   }
 }
 
@@ -239,7 +320,19 @@ void ghost_shift_into_autograd(const at::Tensor& input, const at::Tensor& src,
 
 }  // namespace
 
+// index_range as an op, for tests of what it remembers: [] for an empty
+// tensor, else [lo, hi].
+std::vector<int64_t> index_range_op(const at::Tensor& t) {
+  const auto range = index_range(t, /*may_read_back=*/true);
+  if (!range) return {};
+  return {range->first, range->second};
+}
+
 }  // namespace ghostsr
+
+TORCH_LIBRARY_IMPL(ghostsr, CompositeExplicitAutograd, m) {
+  m.impl("_index_range", &ghostsr::index_range_op);
+}
 
 TORCH_LIBRARY_IMPL(ghostsr, Autograd, m) {
   m.impl("ghost_shift_into", &ghostsr::ghost_shift_into_autograd);
@@ -280,6 +373,9 @@ TORCH_LIBRARY(ghostsr, m) {
       "ghost_shift_weight_grad(Tensor grad_output, Tensor input, Tensor src, "
       "Tensor channels, int max_offset) -> Tensor",
       kTags);
+  // The smallest and largest value of an integer tensor, as the CUDA
+  // kernels' argument checks remember it (index_range); for tests.
+  m.def("_index_range(Tensor t) -> int[]");
 }
 
 // Importing the extension from Python registers the operators above; this

@@ -4,6 +4,7 @@
 #include <ATen/ATen.h>
 
 #include <optional>
+#include <utility>
 #include <vector>
 
 namespace ghostsr {
@@ -11,6 +12,17 @@ namespace ghostsr {
 // Errors follow one contract with the Python reference: a wrong dtype raises
 // TypeError (TORCH_CHECK_TYPE), every other bad argument ValueError
 // (TORCH_CHECK_VALUE), with the same message.
+
+// The smallest and largest value of the integer tensor `t` (nullopt when it
+// is empty). Read once per tensor and version: a model's `src` and channel
+// lists are read back from a GPU on their first call only, not at every
+// layer of every forward pass, and a tensor written in place since is read
+// again. A write through `.data`, which has a version counter of its own,
+// is not seen: the CUDA kernels' asserts stop what it lets through. Without
+// a remembered range and with `may_read_back` false (a CUDA graph is being
+// captured), nullopt.
+std::optional<std::pair<int64_t, int64_t>> index_range(const at::Tensor& t,
+                                                       bool may_read_back);
 
 // Raise the error for `src` values in [lo, hi] outside [0, in_channels).
 void check_src_values(int64_t lo, int64_t hi, int64_t in_channels);

@@ -467,6 +467,51 @@ def test_out_under_autograd_copies_and_keeps_gradients():
         ghost_shift_reference(x, src, offsets, relu=True))
 
 
+@requires_ext
+def test_index_range_is_read_again_after_every_write():
+    """The CUDA kernels' checks read an index tensor's range back from the
+    GPU once per tensor and version (ops._index_range, which runs on the
+    CPU too); whatever changes the values since is seen."""
+    r = ops._index_range
+    t = torch.tensor([3, 1, 2])
+    assert r(t) == [1, 3]
+    assert r(t) == [1, 3]  # remembered
+    t[0] = 7  # an indexing write bumps the version
+    assert r(t) == [1, 7]
+    with torch.no_grad():
+        t.copy_(torch.tensor([0, 0, 5]))
+    assert r(t) == [0, 5]
+    module = torch.nn.Module()
+    module.register_buffer('src', torch.tensor([0, 1]))
+    assert r(module.src) == [0, 1]
+    module.load_state_dict({'src': torch.tensor([4, 9])})
+    assert r(module.src) == [4, 9]
+    module.src = torch.tensor([2, 6])  # a new tensor
+    assert r(module.src) == [2, 6]
+    # Tensors made and freed in turn, so memory is reused.
+    for k in range(50):
+        assert r(torch.tensor([k, k + 1], dtype=torch.int32)) == [k, k + 1]
+    whole = torch.arange(10)
+    assert r(whole[2:5]) == [2, 4] and r(whole) == [0, 9]
+    whole[3] = 100  # a write through the tensor is seen by its views
+    assert r(whole[2:5]) == [2, 100]
+    view = whole[5:7]
+    assert r(view) == [5, 6]
+    whole[6] = -3  # ... and by a view seen before
+    assert r(view) == [-3, 5]
+    with torch.inference_mode():  # no version counter: read every time
+        frozen = torch.tensor([2, 8])
+        assert r(frozen) == [2, 8]
+        frozen[0] = -1
+        assert r(frozen) == [-1, 8]
+    assert r(torch.tensor([], dtype=torch.long)) == []
+    # More live tensors than are remembered: still right.
+    many = [torch.tensor([k, 2 * k]) for k in range(5000)]
+    assert [r(m) for m in many[::500]] == [[k, 2 * k]
+                                            for k in range(0, 5000, 500)]
+    assert r(many[0]) == [0, 0] and r(many[-1]) == [4999, 9998]
+
+
 BAD_OUTS = [
     (lambda o: o[..., :5], r'out.*shape \(2, 8, 5, 6\)'),
     (lambda o: o.double(), 'out.*dtype'),
@@ -974,6 +1019,48 @@ def test_cuda_empty_tensors_and_bad_src_keep_the_context():
     torch.testing.assert_close(
         ghost_shift(x, src, offsets).cpu(),
         ghost_shift(x.cpu(), src.cpu(), offsets.cpu()))
+
+
+@requires_cuda
+@requires_ext
+def test_cuda_layers_read_their_maps_back_once():
+    """A ghost layer's src and ghost channels are range-checked on the host
+    at its first call only: later training steps and inference make no
+    host sync (torch.cuda.set_sync_debug_mode('error') raises on one), and
+    a map written in place since is checked again."""
+    from ghostsr_mm.models.layers import GhostConv2d
+    layer = GhostConv2d(8, 16, 3, padding=1, gumbel_decay=0.9).cuda()
+    layer.gumbel_epoch = 2  # Eq. 3's noise on, decaying
+    x = torch.randn(2, 8, 12, 12, device='cuda', requires_grad=True)
+
+    def step():
+        layer.zero_grad()
+        layer(x, relu=True).square().sum().backward()
+
+    step()  # the first call reads the maps back
+    layer.eval()
+    with torch.no_grad():
+        layer(x)
+    layer.train()
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode('error')
+    try:
+        step()
+        layer.eval()
+        with torch.no_grad():
+            layer(x)
+    finally:
+        torch.cuda.set_sync_debug_mode('default')
+        layer.train()
+    assert torch.isfinite(layer.shift_logits.grad).all()
+    with torch.no_grad():
+        layer.src[-1] = 8  # out of range: there are 8 intrinsic channels
+    with pytest.raises(ValueError,
+                       match=r'`src` values must lie in \[0, 8\)'):
+        step()
+    with torch.no_grad():
+        layer.src[-1] = 7
+    step()  # the context still works
 
 
 @requires_cuda

@@ -198,23 +198,18 @@ __global__ void __launch_bounds__(kThreads)
 
 // A device-side assert would leave the CUDA context unusable, so index
 // tensors (one small tensor per layer) are range-checked on the host, with
-// the CPU's message, at the cost of one read back. While a CUDA graph is being
-// captured no read back is possible; the kernels' asserts remain.
+// the CPU's message. The range is read back once per tensor and version
+// (index_range), so a model's layers sync with the host on their first call
+// only. While a CUDA graph is being captured no read back is possible: a
+// tensor not seen before is left to the kernels' asserts.
 bool host_checks_possible() {
   return c10::cuda::currentStreamCaptureStatusMayInitCtx() ==
          c10::cuda::CaptureStatus::None;
 }
 
-std::pair<int64_t, int64_t> value_range(const at::Tensor& t) {
-  const auto range = at::aminmax(t.to(at::kLong));
-  const auto host = at::stack({std::get<0>(range), std::get<1>(range)}).cpu();
-  return {host[0].item<int64_t>(), host[1].item<int64_t>()};
-}
-
 void check_src_on_host(const at::Tensor& src, int64_t in_channels) {
-  if (src.numel() == 0 || !host_checks_possible()) return;
-  const auto range = value_range(src);
-  check_src_values(range.first, range.second, in_channels);
+  if (const auto range = index_range(src, host_checks_possible()))
+    check_src_values(range->first, range->second, in_channels);
 }
 
 // Launches the forward into `out`; `in` and `res` are contiguous in the
@@ -315,10 +310,8 @@ at::Tensor ghost_shift_weight_grad_cuda(const at::Tensor& grad_output, const at:
   check_weight_grad_args(grad_output, input, src, channels, max_offset);
   const c10::cuda::CUDAGuard guard(input.device());
   check_src_on_host(src, input.size(1));
-  if (channels.numel() > 0 && host_checks_possible()) {
-    const auto range = value_range(channels);
-    check_channel_values(range.first, range.second, grad_output.size(1));
-  }
+  if (const auto range = index_range(channels, host_checks_possible()))
+    check_channel_values(range->first, range->second, grad_output.size(1));
   const int64_t N = input.size(0), Ci = input.size(1);
   const int64_t H = input.size(2), W = input.size(3);
   const int64_t Co = grad_output.size(1);
