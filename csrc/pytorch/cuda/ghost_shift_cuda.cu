@@ -9,6 +9,7 @@
 #include <c10/cuda/CUDAGraphsC10Utils.h>
 #include <torch/library.h>
 
+#include <initializer_list>
 #include <limits>
 #include <optional>
 #include <utility>
@@ -30,6 +31,36 @@ int blocks_for(int64_t n) {
   return static_cast<int>(std::min<int64_t>(max_blocks, (n + kThreads - 1) / kThreads));
 }
 
+// Index arithmetic runs in 32 bits where every element offset of every tensor
+// a kernel touches fits (a GPU has no integer divider: a 64-bit division or
+// modulo costs several times a 32-bit one, and the element kernels do three
+// per element, which would make a copy-speed op compute-bound). The
+// grid-stride loops count in 64 bits either way, so a step past the end
+// cannot overflow. Sizes of 2^31 elements and more take the 64-bit kernels.
+int64_t element_extent(const at::Tensor& t) {
+  if (t.numel() == 0) return 0;
+  int64_t extent = 1;
+  for (int64_t d = 0; d < t.dim(); ++d) extent += (t.size(d) - 1) * t.stride(d);
+  return extent;
+}
+
+bool fits_32_bits(std::initializer_list<at::Tensor> tensors) {
+  for (const auto& t : tensors)
+    if (t.defined() && element_extent(t) > std::numeric_limits<int32_t>::max())
+      return false;
+  return true;
+}
+
+// Calls f(int32_t{}) or f(int64_t{}): the index type as a value, for a
+// generic lambda to take with decltype.
+template <typename F>
+void with_index_type(bool use_32_bits, F&& f) {
+  if (use_32_bits)
+    f(int32_t{});
+  else
+    f(int64_t{});
+}
+
 // Offsets are read through their strides, so an expanded (stride 0) per-layer
 // offset needs no copy.
 struct OffsetView {
@@ -48,19 +79,28 @@ OffsetView offset_view(const at::Tensor& offsets64) {
 // Where the forward kernels write output element (n, c, y, x): through the
 // strides of `out`, so that a view (a channel slice of a concatenation
 // buffer) is written in place.
-template <typename T>
+template <typename T, typename index_t>
 struct OutView {
   T* data;
-  int64_t sn, sc, sy, sx;
-  __device__ __forceinline__ T& at(int64_t n, int64_t c, int64_t y, int64_t x) const {
+  index_t sn, sc, sy, sx;
+  __device__ __forceinline__ T& at(index_t n, index_t c, index_t y, index_t x) const {
     return data[n * sn + c * sc + y * sy + x * sx];
   }
 };
 
-template <typename T>
-OutView<T> out_view(const at::Tensor& out) {
-  return OutView<T>{out.data_ptr<T>(), out.stride(0), out.stride(1), out.stride(2),
-                    out.stride(3)};
+template <typename T, typename index_t>
+OutView<T, index_t> out_view(const at::Tensor& out) {
+  return OutView<T, index_t>{out.data_ptr<T>(), static_cast<index_t>(out.stride(0)),
+                             static_cast<index_t>(out.stride(1)),
+                             static_cast<index_t>(out.stride(2)),
+                             static_cast<index_t>(out.stride(3))};
+}
+
+// Whether the source (y - dy, x - dx) of an output position lies inside the
+// image. In 64 bits: an offset need not fit the index type.
+__device__ __forceinline__ bool source_in_image(int64_t y, int64_t x, int64_t dy,
+                                                int64_t dx, int64_t H, int64_t W) {
+  return source_inside(y, dy, H) && source_inside(x, dx, W);
 }
 
 // The fused epilogue of the forward kernels: out = act(scale * moved +
@@ -78,68 +118,79 @@ struct ForwardEpilogue {
   }
 };
 
-// kFused = false: a plain move (bit-exact copies, zeros outside).
-template <typename T, bool kFused>
-__global__ void shift_forward_nchw(const T* __restrict__ in, OutView<T> out,
+// kFused = false: a plain move (bit-exact copies, zeros outside). The loop
+// counter is 64-bit; the coordinates are computed in index_t.
+template <typename T, typename index_t, bool kFused>
+__global__ void shift_forward_nchw(const T* __restrict__ in, OutView<T, index_t> out,
                                    const int64_t* __restrict__ src, OffsetView off,
-                                   ForwardEpilogue<T> ep, int64_t Ci, int64_t Co,
-                                   int64_t H, int64_t W, int64_t total) {
+                                   ForwardEpilogue<T> ep, index_t Ci, index_t Co,
+                                   index_t H, index_t W, int64_t total) {
   for (int64_t idx = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; idx < total;
        idx += (int64_t)blockDim.x * gridDim.x) {
-    const int64_t x = idx % W;
-    const int64_t y = (idx / W) % H;
-    const int64_t c = (idx / (H * W)) % Co;
-    const int64_t n = idx / (H * W * Co);
-    const int64_t s = src[c];
+    const index_t i = static_cast<index_t>(idx);
+    const index_t x = i % W;
+    const index_t y = (i / W) % H;
+    const index_t c = (i / (H * W)) % Co;
+    const index_t n = i / (H * W * Co);
+    const index_t s = static_cast<index_t>(src[c]);
     CUDA_KERNEL_ASSERT(s >= 0 && s < Ci);
-    const int64_t ys = y - off.dy(c), xs = x - off.dx(c);
-    const bool inside = ys >= 0 && ys < H && xs >= 0 && xs < W;
-    const T moved = inside ? in[((n * Ci + s) * H + ys) * W + xs] : T(0);
+    const int64_t dy = off.dy(c), dx = off.dx(c);
+    const bool inside = source_in_image(y, x, dy, dx, H, W);
+    const T moved = inside ? in[((n * Ci + s) * H + static_cast<index_t>(y - dy)) * W +
+                                static_cast<index_t>(x - dx)]
+                           : T(0);
     out.at(n, c, y, x) = kFused ? ep(inside, moved, idx) : moved;
   }
 }
 
-template <typename T, bool kFused>
-__global__ void shift_forward_nhwc(const T* __restrict__ in, OutView<T> out,
+template <typename T, typename index_t, bool kFused>
+__global__ void shift_forward_nhwc(const T* __restrict__ in, OutView<T, index_t> out,
                                    const int64_t* __restrict__ src, OffsetView off,
-                                   ForwardEpilogue<T> ep, int64_t Ci, int64_t Co,
-                                   int64_t H, int64_t W, int64_t total) {
+                                   ForwardEpilogue<T> ep, index_t Ci, index_t Co,
+                                   index_t H, index_t W, int64_t total) {
   for (int64_t idx = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; idx < total;
        idx += (int64_t)blockDim.x * gridDim.x) {
-    const int64_t c = idx % Co;
-    const int64_t x = (idx / Co) % W;
-    const int64_t y = (idx / (Co * W)) % H;
-    const int64_t n = idx / (Co * W * H);
-    const int64_t s = src[c];
+    const index_t i = static_cast<index_t>(idx);
+    const index_t c = i % Co;
+    const index_t x = (i / Co) % W;
+    const index_t y = (i / (Co * W)) % H;
+    const index_t n = i / (Co * W * H);
+    const index_t s = static_cast<index_t>(src[c]);
     CUDA_KERNEL_ASSERT(s >= 0 && s < Ci);
-    const int64_t ys = y - off.dy(c), xs = x - off.dx(c);
-    const bool inside = ys >= 0 && ys < H && xs >= 0 && xs < W;
-    const T moved = inside ? in[((n * H + ys) * W + xs) * Ci + s] : T(0);
+    const int64_t dy = off.dy(c), dx = off.dx(c);
+    const bool inside = source_in_image(y, x, dy, dx, H, W);
+    const T moved = inside ? in[((n * H + static_cast<index_t>(y - dy)) * W +
+                                 static_cast<index_t>(x - dx)) * Ci + s]
+                           : T(0);
     out.at(n, c, y, x) = kFused ? ep(inside, moved, idx) : moved;
   }
 }
 
 // grad_input[n, ci, y, x] = sum over the output channels c reading ci of
 // grad_output[n, c, y + dy[c], x + dx[c]]; each thread owns one element.
-template <typename T>
+template <typename T, typename index_t>
 __global__ void shift_backward_nchw(const T* __restrict__ grad_out, T* __restrict__ grad_in,
                                     const int64_t* __restrict__ perm,
                                     const int64_t* __restrict__ rowptr, OffsetView off,
-                                    int64_t Ci, int64_t Co, int64_t H, int64_t W,
+                                    index_t Ci, index_t Co, index_t H, index_t W,
                                     int64_t total) {
   using acc_t = at::opmath_type<T>;
   for (int64_t idx = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; idx < total;
        idx += (int64_t)blockDim.x * gridDim.x) {
-    const int64_t x = idx % W;
-    const int64_t y = (idx / W) % H;
-    const int64_t ci = (idx / (H * W)) % Ci;
-    const int64_t n = idx / (H * W * Ci);
+    const index_t i = static_cast<index_t>(idx);
+    const index_t x = i % W;
+    const index_t y = (i / W) % H;
+    const index_t ci = (i / (H * W)) % Ci;
+    const index_t n = i / (H * W * Ci);
     acc_t acc = 0;
     for (int64_t k = rowptr[ci]; k < rowptr[ci + 1]; ++k) {
-      const int64_t c = perm[k];
-      const int64_t yo = y + off.dy(c), xo = x + off.dx(c);
-      if (yo >= 0 && yo < H && xo >= 0 && xo < W)
-        acc += static_cast<acc_t>(grad_out[((n * Co + c) * H + yo) * W + xo]);
+      const index_t c = static_cast<index_t>(perm[k]);
+      // The output position that reads (y, x): (y + dy, x + dx).
+      const int64_t dy = off.dy(c), dx = off.dx(c);
+      if (source_in_image(y, x, -dy, -dx, H, W))
+        acc += static_cast<acc_t>(grad_out[((n * Co + c) * H + static_cast<index_t>(y + dy)) *
+                                               W +
+                                           static_cast<index_t>(x + dx)]);
     }
     grad_in[idx] = static_cast<T>(acc);
   }
@@ -165,32 +216,37 @@ __device__ A block_sum(A v) {
 
 // One block per (listed channel g, candidate k): the sum over n, y, x of
 // grad_output[n, c, y, x] * input[n, src[c], y + i - d, x + j - d].
-template <typename T>
+template <typename T, typename index_t>
 __global__ void __launch_bounds__(kThreads)
     shift_weight_grad(const T* __restrict__ grad_out, const T* __restrict__ in,
                       const int64_t* __restrict__ src, const int64_t* __restrict__ channels,
-                      at::opmath_type<T>* __restrict__ result,
-                                  int64_t N, int64_t Ci, int64_t Co, int64_t H, int64_t W,
-                                  int64_t max_offset) {
+                      at::opmath_type<T>* __restrict__ result, index_t N, index_t Ci,
+                      index_t Co, index_t H, index_t W, int64_t max_offset) {
   using acc_t = at::opmath_type<T>;
   const int64_t K = 2 * max_offset + 1;
   const int64_t g = blockIdx.x / (K * K);
   const int64_t k = blockIdx.x % (K * K);
   const int64_t dy = candidate_shift(k / K, max_offset);
   const int64_t dx = candidate_shift(k % K, max_offset);
-  const int64_t c = channels[g];
-  CUDA_KERNEL_ASSERT(c >= 0 && c < Co);
-  const int64_t s = src[c];
+  const int64_t c64 = channels[g];
+  CUDA_KERNEL_ASSERT(c64 >= 0 && c64 < Co);
+  const index_t c = static_cast<index_t>(c64);
+  const index_t s = static_cast<index_t>(src[c]);
   CUDA_KERNEL_ASSERT(s >= 0 && s < Ci);
   acc_t acc = 0;
-  const int64_t plane = H * W;
-  for (int64_t idx = threadIdx.x; idx < N * plane; idx += blockDim.x) {
-    const int64_t n = idx / plane;
-    const int64_t y = (idx / W) % H;
-    const int64_t x = idx % W;
-    if (source_inside(y, dy, H) && source_inside(x, dx, W))
-      acc += static_cast<acc_t>(grad_out[(n * Co + c) * plane + y * W + x]) *
-             static_cast<acc_t>(in[(n * Ci + s) * plane + (y - dy) * W + (x - dx)]);
+  const index_t plane = H * W;
+  const int64_t total = static_cast<int64_t>(N) * plane;
+  for (int64_t idx = threadIdx.x; idx < total; idx += blockDim.x) {
+    const index_t i = static_cast<index_t>(idx);
+    const index_t n = i / plane;
+    const index_t p = i - n * plane;
+    const index_t y = p / W;
+    const index_t x = p - y * W;
+    if (source_in_image(y, x, dy, dx, H, W))
+      acc += static_cast<acc_t>(grad_out[(n * Co + c) * plane + p]) *
+             static_cast<acc_t>(in[(n * Ci + s) * plane +
+                                   static_cast<index_t>(y - dy) * W +
+                                   static_cast<index_t>(x - dx)]);
   }
   acc = block_sum(acc);
   if (threadIdx.x == 0) result[blockIdx.x] = acc;
@@ -232,14 +288,19 @@ void launch_forward(const at::Tensor& in, const at::Tensor& src,
     const ForwardEpilogue<scalar_t> ep{
         res.defined() ? res.data_ptr<scalar_t>() : nullptr, static_cast<acc_t>(scale),
         relu};
-    auto kernel = pixels ? (fused ? shift_forward_nhwc<scalar_t, true>
-                                  : shift_forward_nhwc<scalar_t, false>)
-                         : (fused ? shift_forward_nchw<scalar_t, true>
-                                  : shift_forward_nchw<scalar_t, false>);
-    kernel<<<blocks_for(total), kThreads, 0, stream>>>(
-        in.data_ptr<scalar_t>(), out_view<scalar_t>(out), src64.data_ptr<int64_t>(),
-        offset_view(off64), ep, Ci, Co, H, W, total);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    with_index_type(fits_32_bits({in, res, out}), [&](auto index_tag) {
+      using index_t = decltype(index_tag);
+      auto kernel = pixels ? (fused ? shift_forward_nhwc<scalar_t, index_t, true>
+                                    : shift_forward_nhwc<scalar_t, index_t, false>)
+                           : (fused ? shift_forward_nchw<scalar_t, index_t, true>
+                                    : shift_forward_nchw<scalar_t, index_t, false>);
+      kernel<<<blocks_for(total), kThreads, 0, stream>>>(
+          in.data_ptr<scalar_t>(), out_view<scalar_t, index_t>(out),
+          src64.data_ptr<int64_t>(), offset_view(off64), ep, static_cast<index_t>(Ci),
+          static_cast<index_t>(Co), static_cast<index_t>(H), static_cast<index_t>(W),
+          total);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    });
   });
 }
 
@@ -295,11 +356,15 @@ at::Tensor ghost_shift_backward_cuda(const at::Tensor& grad_output, const at::Te
   auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, go.scalar_type(),
                                   "ghost_shift_backward_cuda", [&] {
-    shift_backward_nchw<scalar_t><<<blocks_for(total), kThreads, 0, stream>>>(
-        go.data_ptr<scalar_t>(), grad_input.data_ptr<scalar_t>(),
-        inv.perm.data_ptr<int64_t>(), inv.rowptr.data_ptr<int64_t>(), offset_view(off64),
-        Ci, Co, H, W, total);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    with_index_type(fits_32_bits({go, grad_input}), [&](auto index_tag) {
+      using index_t = decltype(index_tag);
+      shift_backward_nchw<scalar_t, index_t><<<blocks_for(total), kThreads, 0, stream>>>(
+          go.data_ptr<scalar_t>(), grad_input.data_ptr<scalar_t>(),
+          inv.perm.data_ptr<int64_t>(), inv.rowptr.data_ptr<int64_t>(),
+          offset_view(off64), static_cast<index_t>(Ci), static_cast<index_t>(Co),
+          static_cast<index_t>(H), static_cast<index_t>(W), total);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    });
   });
   return grad_input;
 }
@@ -332,11 +397,16 @@ at::Tensor ghost_shift_weight_grad_cuda(const at::Tensor& grad_output, const at:
   auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.scalar_type(),
                                   "ghost_shift_weight_grad_cuda", [&] {
-    shift_weight_grad<scalar_t><<<static_cast<unsigned int>(G * K * K), kThreads, 0, stream>>>(
-        go.data_ptr<scalar_t>(), in.data_ptr<scalar_t>(), src64.data_ptr<int64_t>(),
-        ch64.data_ptr<int64_t>(), result.data_ptr<at::opmath_type<scalar_t>>(), N, Ci, Co,
-        H, W, max_offset);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    with_index_type(fits_32_bits({go, in}), [&](auto index_tag) {
+      using index_t = decltype(index_tag);
+      shift_weight_grad<scalar_t, index_t>
+          <<<static_cast<unsigned int>(G * K * K), kThreads, 0, stream>>>(
+              go.data_ptr<scalar_t>(), in.data_ptr<scalar_t>(), src64.data_ptr<int64_t>(),
+              ch64.data_ptr<int64_t>(), result.data_ptr<at::opmath_type<scalar_t>>(),
+              static_cast<index_t>(N), static_cast<index_t>(Ci), static_cast<index_t>(Co),
+              static_cast<index_t>(H), static_cast<index_t>(W), max_offset);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    });
   });
   return result;
 }
