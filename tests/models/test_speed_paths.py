@@ -5,6 +5,8 @@ import pytest
 import torch
 from mmagic.registry import MODELS
 
+from conftest import requires_cuda
+
 CFGS = {
     'GhostEDSRNet': dict(in_channels=3, out_channels=3, mid_channels=16,
                          num_blocks=2, upscale_factor=2),
@@ -99,3 +101,39 @@ def test_compiled_concat_is_torch_cat():
         torch.testing.assert_close(out, model(x), atol=1e-5, rtol=1e-5)
     assert 'ghost_shift_into' not in code
     assert 'ghost_shift.default' in code
+
+
+@requires_cuda
+@pytest.mark.parametrize('name', list(CFGS))
+def test_cuda_graph_replays_the_inference_graph(name):
+    """A deployed ghost model runs under CUDA-graph capture once it has run
+    eagerly (its channel maps are checked on the host at the first call,
+    not while capturing), and a replay on new input equals eager."""
+    model = trained_looking(name).convert_to_inference().cuda()
+    x = torch.rand(2, 3, 12, 10, device='cuda')
+    with torch.no_grad():
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # warm-up off the capture stream
+            model(x)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            out = model(x)
+        x.copy_(torch.rand_like(x))
+        graph.replay()
+        torch.testing.assert_close(out, model(x), atol=1e-5, rtol=1e-5)
+
+
+@requires_cuda
+@pytest.mark.parametrize('name', list(CFGS))
+def test_cuda_compile_reduce_overhead_matches_eager(name):
+    """torch.compile(mode='reduce-overhead'), which replays CUDA graphs,
+    gives the eager model's output."""
+    model = trained_looking(name).convert_to_inference().cuda()
+    compiled = torch.compile(model, mode='reduce-overhead', fullgraph=True)
+    with torch.no_grad():
+        for _ in range(3):  # record, then replay
+            x = torch.rand(1, 3, 12, 12, device='cuda')
+            torch.testing.assert_close(compiled(x).clone(), model(x),
+                                       atol=1e-5, rtol=1e-5)
