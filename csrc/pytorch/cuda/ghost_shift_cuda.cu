@@ -118,51 +118,50 @@ struct ForwardEpilogue {
   }
 };
 
-// kFused = false: a plain move (bit-exact copies, zeros outside). The loop
-// counter is 64-bit; the coordinates are computed in index_t.
-template <typename T, typename index_t, bool kFused>
-__global__ void shift_forward_nchw(const T* __restrict__ in, OutView<T, index_t> out,
-                                   const int64_t* __restrict__ src, OffsetView off,
-                                   ForwardEpilogue<T> ep, index_t Ci, index_t Co,
-                                   index_t H, index_t W, int64_t total) {
-  for (int64_t idx = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; idx < total;
-       idx += (int64_t)blockDim.x * gridDim.x) {
-    const index_t i = static_cast<index_t>(idx);
-    const index_t x = i % W;
-    const index_t y = (i / W) % H;
-    const index_t c = (i / (H * W)) % Co;
-    const index_t n = i / (H * W * Co);
-    const index_t s = static_cast<index_t>(src[c]);
-    CUDA_KERNEL_ASSERT(s >= 0 && s < Ci);
-    const int64_t dy = off.dy(c), dx = off.dx(c);
-    const bool inside = source_in_image(y, x, dy, dx, H, W);
-    const T moved = inside ? in[((n * Ci + s) * H + static_cast<index_t>(y - dy)) * W +
-                                static_cast<index_t>(x - dx)]
-                           : T(0);
-    out.at(n, c, y, x) = kFused ? ep(inside, moved, idx) : moved;
+// The coordinates of the i-th element of an (N, C, H, W) tensor walked in
+// NCHW order, or in NHWC order (kPixels).
+template <bool kPixels, typename index_t>
+struct Coords {
+  index_t n, c, y, x;
+  __device__ __forceinline__ Coords(index_t i, index_t C, index_t H, index_t W) {
+    if (kPixels) {
+      c = i % C;
+      x = (i / C) % W;
+      y = (i / (C * W)) % H;
+      n = i / (C * W * H);
+    } else {
+      x = i % W;
+      y = (i / W) % H;
+      c = (i / (H * W)) % C;
+      n = i / (H * W * C);
+    }
   }
-}
+};
 
-template <typename T, typename index_t, bool kFused>
-__global__ void shift_forward_nhwc(const T* __restrict__ in, OutView<T, index_t> out,
-                                   const int64_t* __restrict__ src, OffsetView off,
-                                   ForwardEpilogue<T> ep, index_t Ci, index_t Co,
-                                   index_t H, index_t W, int64_t total) {
+// One thread per output element, visited in the order of `in` and `res`
+// (NHWC for kPixels, else NCHW); kFused = false: a plain move (bit-exact
+// copies, zeros outside). The loop counter is 64-bit; the coordinates are
+// computed in index_t.
+template <typename T, typename index_t, bool kPixels, bool kFused>
+__global__ void shift_forward(const T* __restrict__ in, OutView<T, index_t> out,
+                              const int64_t* __restrict__ src, OffsetView off,
+                              ForwardEpilogue<T> ep, index_t Ci, index_t Co, index_t H,
+                              index_t W, int64_t total) {
   for (int64_t idx = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; idx < total;
        idx += (int64_t)blockDim.x * gridDim.x) {
-    const index_t i = static_cast<index_t>(idx);
-    const index_t c = i % Co;
-    const index_t x = (i / Co) % W;
-    const index_t y = (i / (Co * W)) % H;
-    const index_t n = i / (Co * W * H);
-    const index_t s = static_cast<index_t>(src[c]);
+    const Coords<kPixels, index_t> p(static_cast<index_t>(idx), Co, H, W);
+    const index_t s = static_cast<index_t>(src[p.c]);
     CUDA_KERNEL_ASSERT(s >= 0 && s < Ci);
-    const int64_t dy = off.dy(c), dx = off.dx(c);
-    const bool inside = source_in_image(y, x, dy, dx, H, W);
-    const T moved = inside ? in[((n * H + static_cast<index_t>(y - dy)) * W +
-                                 static_cast<index_t>(x - dx)) * Ci + s]
-                           : T(0);
-    out.at(n, c, y, x) = kFused ? ep(inside, moved, idx) : moved;
+    const int64_t dy = off.dy(p.c), dx = off.dx(p.c);
+    const bool inside = source_in_image(p.y, p.x, dy, dx, H, W);
+    T moved = T(0);
+    if (inside) {
+      const index_t ys = static_cast<index_t>(p.y - dy);
+      const index_t xs = static_cast<index_t>(p.x - dx);
+      moved = in[kPixels ? ((p.n * H + ys) * W + xs) * Ci + s
+                         : ((p.n * Ci + s) * H + ys) * W + xs];
+    }
+    out.at(p.n, p.c, p.y, p.x) = kFused ? ep(inside, moved, idx) : moved;
   }
 }
 
@@ -177,20 +176,17 @@ __global__ void shift_backward_nchw(const T* __restrict__ grad_out, T* __restric
   using acc_t = at::opmath_type<T>;
   for (int64_t idx = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; idx < total;
        idx += (int64_t)blockDim.x * gridDim.x) {
-    const index_t i = static_cast<index_t>(idx);
-    const index_t x = i % W;
-    const index_t y = (i / W) % H;
-    const index_t ci = (i / (H * W)) % Ci;
-    const index_t n = i / (H * W * Ci);
+    const Coords<false, index_t> p(static_cast<index_t>(idx), Ci, H, W);
     acc_t acc = 0;
-    for (int64_t k = rowptr[ci]; k < rowptr[ci + 1]; ++k) {
+    for (int64_t k = rowptr[p.c]; k < rowptr[p.c + 1]; ++k) {
       const index_t c = static_cast<index_t>(perm[k]);
       // The output position that reads (y, x): (y + dy, x + dx).
       const int64_t dy = off.dy(c), dx = off.dx(c);
-      if (source_in_image(y, x, -dy, -dx, H, W))
-        acc += static_cast<acc_t>(grad_out[((n * Co + c) * H + static_cast<index_t>(y + dy)) *
-                                               W +
-                                           static_cast<index_t>(x + dx)]);
+      if (source_in_image(p.y, p.x, -dy, -dx, H, W)) {
+        const index_t yo = static_cast<index_t>(p.y + dy);
+        const index_t xo = static_cast<index_t>(p.x + dx);
+        acc += static_cast<acc_t>(grad_out[((p.n * Co + c) * H + yo) * W + xo]);
+      }
     }
     grad_in[idx] = static_cast<T>(acc);
   }
@@ -290,10 +286,10 @@ void launch_forward(const at::Tensor& in, const at::Tensor& src,
         relu};
     with_index_type(fits_32_bits({in, res, out}), [&](auto index_tag) {
       using index_t = decltype(index_tag);
-      auto kernel = pixels ? (fused ? shift_forward_nhwc<scalar_t, index_t, true>
-                                    : shift_forward_nhwc<scalar_t, index_t, false>)
-                           : (fused ? shift_forward_nchw<scalar_t, index_t, true>
-                                    : shift_forward_nchw<scalar_t, index_t, false>);
+      auto kernel = pixels ? (fused ? shift_forward<scalar_t, index_t, true, true>
+                                    : shift_forward<scalar_t, index_t, true, false>)
+                           : (fused ? shift_forward<scalar_t, index_t, false, true>
+                                    : shift_forward<scalar_t, index_t, false, false>);
       kernel<<<blocks_for(total), kThreads, 0, stream>>>(
           in.data_ptr<scalar_t>(), out_view<scalar_t, index_t>(out),
           src64.data_ptr<int64_t>(), offset_view(off64), ep, static_cast<index_t>(Ci),
