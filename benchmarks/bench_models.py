@@ -1,8 +1,8 @@
 """Whole models: every ghost model against its regular parent (and a
 Conv-0.5x width reference) in one run.
 
-    python benchmarks/bench_models.py [--repeats 9] [--min-seconds 60]
-        [--scales 2]
+    python benchmarks/bench_models.py [--device cpu] [--repeats 9]
+        [--min-seconds 60 (CPU), 3 (CUDA)] [--scales 2]
         [--models edsr_c256b32 edsr_c64b16 rdn carn carn_m]
         [--no-train] [--compile] [--ablate-fusion] [--channels-last]
         [--out-dir benchmarks/results] [--overwrite]
@@ -21,8 +21,10 @@ patches, EDSR c64b16, regular vs ghost with learnable shifts. Peak memory:
 inference in a fresh process per model (peak RSS growth on the CPU, max
 allocated on CUDA). --ablate-fusion adds two ghost variants to the same
 interleaved rounds: the epilogue as separate ops, and torch.cat concats.
-Every model gets at least --repeats rounds and as many more as make its
-timed calls add up to --min-seconds. Writes Markdown to stdout and JSON to
+Every model gets at least --repeats rounds and as many more as make the
+timed calls of its variants add up to --min-seconds (60 on the CPU, whose
+speed drifts; 3 on CUDA, where the small models' calls take milliseconds,
+so that all five fit in a few minutes of GPU time). Writes Markdown to stdout and JSON to
 benchmarks/results/models_<device>[_<variant>].json (--out-dir; an
 existing file is kept unless --overwrite).
 """
@@ -254,9 +256,10 @@ def main(argv=None):
     parser = argparse.ArgumentParser()
     parser.add_argument('--repeats', type=int, default=9,
                         help='timed rounds per model, at least')
-    parser.add_argument('--min-seconds', type=float, default=60,
-                        help='more rounds until the timed calls of a model '
-                        'add up to this')
+    parser.add_argument('--min-seconds', type=float, default=None,
+                        help="more rounds until the timed calls of a model's "
+                        'variants add up to this (default: 60 on the CPU, '
+                        '3 on CUDA)')
     parser.add_argument('--scales', type=int, nargs='+', default=[2])
     parser.add_argument('--models', nargs='+', default=list(MODELS))
     parser.add_argument('--no-train', action='store_true')
@@ -275,6 +278,8 @@ def main(argv=None):
     parser.add_argument('--overwrite', action='store_true',
                         help='replace an existing JSON of the same name')
     args = parser.parse_args(argv)
+    if args.min_seconds is None:
+        args.min_seconds = 3.0 if args.device == 'cuda' else 60.0
     name = (f'models_{args.device}' +
             ('_channels_last' if args.channels_last else '') +
             ('_compile' if args.compile else '') +
@@ -350,7 +355,8 @@ def main(argv=None):
               f"{len(train['latency_rounds_s']['ghost'])} rounds)")
     with open(path, 'w') as f:
         json.dump(dict(machine=machine, compile=args.compile,
-                       layout=layout,
+                       layout=layout, repeats=args.repeats,
+                       min_seconds=args.min_seconds,
                        inference=rows, train=train), f, indent=1)
 
 

@@ -5,7 +5,9 @@ import json
 import os.path as osp
 
 import pytest
+import torch
 
+from conftest import requires_cuda
 from ghostsr_mm.analysis import results_path
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -80,6 +82,26 @@ def test_bench_models_end_to_end(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert (f"| carn_m x2 | 3x128x128 | 0.26 / 0.21 | "
             f"{row['flops_ratio']:.3f} |") in printed
+
+
+@requires_cuda
+@pytest.mark.slow
+def test_bench_models_on_cuda(tmp_path, capsys):
+    """--device cuda: 3x512x512 inputs, the allocator's peak memory, the
+    training step on the GPU, and a minimum time of 3 s per model unless
+    given."""
+    bench = load_script('bench_models')
+    bench.main(['--device', 'cuda', '--models', 'carn_m', '--repeats', '1',
+                '--out-dir', str(tmp_path)])
+    result = json.loads((tmp_path / 'models_cuda.json').read_text())
+    assert result['machine'] == torch.cuda.get_device_name()
+    assert result['min_seconds'] == 3.0
+    (row, ) = result['inference']
+    assert row['input'] == '3x512x512'
+    assert all(b > 0 for b in row['peak_bytes'].values())
+    assert sum(sum(v) for v in row['latency_rounds_s'].values()) >= 3.0
+    assert result['train']['ratio'] > 0
+    assert '### whole models, cuda' in capsys.readouterr().out
 
 
 @pytest.mark.slow
