@@ -50,6 +50,57 @@ def test_copy_mode_with_a_clustering_map_keeps_positions():
     assert torch.equal(out[:, [3, 4, 5]], out[:, [0, 2, 1]])
 
 
+BAD_MAPPINGS = [
+    ([0, 1, 2, 0, 2, 1], [3, 4, 6],
+     r'ghost_channels must be 3 distinct output channels in \[0, 6\), got '
+     r'\[3, 4, 6\]'),
+    ([0, 1, 2, 0, 2, 1], [3, 3, 5], 'distinct'),
+    ([0, 1, 2, 0, 3, 1], [3, 4, 5],
+     r'src values must be intrinsic channels in \[0, 3\), got values in '
+     r'\[0, 3\]'),
+    ([0, 1, 1, 0, 2, 1], [3, 4, 5],
+     r'must hold each intrinsic channel 0\.\.2 exactly once'),
+    ([0.0, 1, 2, 0, 2, 1], [3, 4, 5], 'must be integer tensors'),
+    ([0, 1, 2, 0, 2], [3, 4, 5], r'expected src of shape \(6,\)'),
+]
+
+
+@pytest.mark.parametrize('src, ghost, message', BAD_MAPPINGS)
+def test_bad_channel_maps_are_refused(src, ghost, message):
+    """set_mapping and load_state_dict refuse a map that is none, with what
+    is wrong; the layer keeps its own."""
+    layer = GhostConv2d(5, 6, 3, padding=1, cheap_op='copy')
+    before = layer.state_dict()
+    with pytest.raises(ValueError, match=message) as err:
+        layer.set_mapping(src, ghost)
+    assert str(err.value).startswith('set_mapping: ')
+    if len(src) == 6:  # a shape mismatch is nn.Module's own error
+        state = dict(before, src=torch.tensor(src),
+                     ghost_channels=torch.tensor(ghost))
+        with pytest.raises(RuntimeError, match=message) as err:
+            layer.load_state_dict(state)
+        assert 'src / ghost_channels: ' in str(err.value)
+    assert torch.equal(layer.src, before['src'])
+    assert torch.equal(layer.ghost_channels, before['ghost_channels'])
+
+
+def test_a_model_checkpoint_with_a_bad_map_names_the_layer():
+    from mmagic.registry import MODELS
+    cfg = dict(type='GhostEDSRNet', in_channels=3, out_channels=3,
+               mid_channels=8, num_blocks=1, upscale_factor=2)
+    model = MODELS.build(cfg)
+    state = model.state_dict()
+    key = 'body.0.conv1.src'
+    assert key in state
+    state[key] = state[key].clone()
+    state[key][-1] = 4  # 4 intrinsic channels: 0..3
+    with pytest.raises(RuntimeError,
+                       match=r'body\.0\.conv1\.src / body\.0\.conv1\.'
+                       r'ghost_channels: src values must be intrinsic '
+                       r'channels in \[0, 4\)'):
+        MODELS.build(cfg).load_state_dict(state)
+
+
 def test_fixed_shift_equals_shifted_conv_output():
     conv = paired_conv()
     ghost = GhostConv2d.from_conv(conv, cheap_op='fixed')

@@ -200,23 +200,70 @@ class GhostConv2d(nn.Module):
                 other output channel c must hold intrinsic channel src[c]
                 unshifted, and every intrinsic channel must be placed once.
         """
-        src = torch.as_tensor(src, dtype=torch.long, device=self.src.device)
-        ghost = torch.as_tensor(
-            ghost_channels, dtype=torch.long, device=self.src.device)
-        if src.shape != self.src.shape or ghost.shape != (self.num_ghost, ):
-            raise ValueError(
-                f'set_mapping: expected src of shape {tuple(self.src.shape)} '
-                f'and ghost_channels of shape ({self.num_ghost},), got '
-                f'{tuple(src.shape)} and {tuple(ghost.shape)}')
-        homes = torch.ones(self.out_channels, dtype=torch.bool)
-        homes[ghost.cpu()] = False
-        placed = src.cpu()[homes].sort().values
-        if not torch.equal(placed, torch.arange(self.num_intrinsic)):
-            raise ValueError(
-                'set_mapping: the non-ghost output channels must hold each '
-                f'intrinsic channel 0..{self.num_intrinsic - 1} exactly once')
+        src = torch.as_tensor(src, device=self.src.device)
+        ghost = torch.as_tensor(ghost_channels, device=self.src.device)
+        problem = self.mapping_problem(src, ghost)
+        if problem:
+            raise ValueError(f'set_mapping: {problem}')
         self.src.copy_(src)
         self.ghost_channels.copy_(ghost)
+
+    def mapping_problem(self, src: Tensor, ghost: Tensor) -> Optional[str]:
+        """What makes (``src``, ``ghost_channels``) no channel map of this
+        layer, or None: integer tensors of shapes (C_out,) and (G,), the
+        ghosts G distinct output channels, every source an intrinsic
+        channel, and the other output channels holding each intrinsic
+        channel once."""
+        if src.is_floating_point() or ghost.is_floating_point() or \
+                src.dtype == torch.bool or ghost.dtype == torch.bool:
+            return (f'src and ghost_channels must be integer tensors, got '
+                    f'{src.dtype} and {ghost.dtype}')
+        if src.shape != self.src.shape or ghost.shape != (self.num_ghost, ):
+            return (f'expected src of shape {tuple(self.src.shape)} and '
+                    f'ghost_channels of shape ({self.num_ghost},), got '
+                    f'{tuple(src.shape)} and {tuple(ghost.shape)}')
+        src, ghost = src.detach().cpu().long(), ghost.detach().cpu().long()
+        if ghost.numel() and (ghost.min() < 0 or
+                              ghost.max() >= self.out_channels or
+                              ghost.unique().numel() != ghost.numel()):
+            return (f'ghost_channels must be {self.num_ghost} distinct '
+                    f'output channels in [0, {self.out_channels}), got '
+                    f'{ghost.tolist()}')
+        if src.min() < 0 or src.max() >= self.num_intrinsic:
+            return (f'src values must be intrinsic channels in [0, '
+                    f'{self.num_intrinsic}), got values in '
+                    f'[{int(src.min())}, {int(src.max())}]')
+        homes = torch.ones(self.out_channels, dtype=torch.bool)
+        homes[ghost] = False
+        if not torch.equal(src[homes].sort().values,
+                           torch.arange(self.num_intrinsic)):
+            return ('the non-ghost output channels must hold each intrinsic '
+                    f'channel 0..{self.num_intrinsic - 1} exactly once')
+        return None
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata,
+                              strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        """Refuses a channel map that is none (see :meth:`mapping_problem`),
+        naming the layer; load_state_dict raises it with the other errors.
+        The shapes are left to nn.Module's own check."""
+        src = state_dict.get(prefix + 'src')
+        ghost = state_dict.get(prefix + 'ghost_channels')
+        if isinstance(src, Tensor) and isinstance(ghost, Tensor) and \
+                src.shape == self.src.shape and \
+                ghost.shape == self.ghost_channels.shape:
+            problem = self.mapping_problem(src, ghost)
+            if problem:
+                error_msgs.append(f'{prefix}src / {prefix}ghost_channels: '
+                                  f'{problem}')
+                state_dict = {
+                    k: v
+                    for k, v in state_dict.items()
+                    if k not in (prefix + 'src', prefix + 'ghost_channels')
+                }
+        super()._load_from_state_dict(state_dict, prefix, local_metadata,
+                                      strict, missing_keys, unexpected_keys,
+                                      error_msgs)
 
     def gumbel_relaxation(self) -> Tensor:
         """S of Eq. 4, with the noise of Eq. 3 in training mode.
