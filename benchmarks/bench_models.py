@@ -24,9 +24,9 @@ interleaved rounds: the epilogue as separate ops, and torch.cat concats.
 Every model gets at least --repeats rounds and as many more as make the
 timed calls of its variants add up to --min-seconds (60 on the CPU, whose
 speed drifts; 3 on CUDA, where the small models' calls take milliseconds,
-so that all five fit in a few minutes of GPU time). Writes Markdown to stdout and JSON to
-benchmarks/results/models_<device>[_<variant>].json (--out-dir; an
-existing file is kept unless --overwrite).
+so that all five fit in a few minutes of GPU time). Writes Markdown to
+stdout and JSON to benchmarks/results/models_<device>[_<variant>].json
+(--out-dir; an existing file is kept unless --overwrite).
 """
 import argparse
 import json
