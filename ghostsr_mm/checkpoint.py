@@ -97,10 +97,32 @@ def _listed(keys: List[str], limit: int = 5) -> str:
     return ', '.join(keys[:limit]) + more
 
 
+def _bad_channel_maps(model: nn.Module,
+                      state: Dict[str, Tensor]) -> List[str]:
+    """'<layer>: <problem>' for every ghost layer whose ``src`` and
+    ``ghost_channels`` in ``state`` (of the layer's shapes) are no channel
+    map of it (GhostConv2d.mapping_problem)."""
+    bad = []
+    for name, module in model.named_modules():
+        if not hasattr(module, 'mapping_problem'):
+            continue
+        src = state.get(f'{name}.src')
+        ghost = state.get(f'{name}.ghost_channels')
+        if src is None or ghost is None or \
+                src.shape != module.src.shape or \
+                ghost.shape != module.ghost_channels.shape:
+            continue  # reported as missing or mis-shaped
+        problem = module.mapping_problem(src, ghost)
+        if problem:
+            bad.append(f'{name}: {problem}')
+    return bad
+
+
 def check_state_matches(model: nn.Module, state: Dict[str, Tensor],
                         source: str = 'the checkpoint') -> None:
     """Raise :class:`CheckpointError` unless ``state`` holds exactly the
-    model's tensors with the model's shapes.
+    model's tensors with the model's shapes, and a channel map of each
+    ghost layer.
 
     The message names the missing, unexpected and mis-shaped tensors, and
     says when the checkpoint is the other graph of a ghost model (deployed
@@ -114,7 +136,8 @@ def check_state_matches(model: nn.Module, state: Dict[str, Tensor],
         for k in sorted(set(own) & set(state))
         if state[k].shape != own[k].shape
     ]
-    if not (missing or unexpected or shapes):
+    bad_maps = _bad_channel_maps(model, state)
+    if not (missing or unexpected or shapes or bad_maps):
         return
     name = type(model).__name__
     lines = [f'{source} does not match the model {name}:']
@@ -126,6 +149,9 @@ def check_state_matches(model: nn.Module, state: Dict[str, Tensor],
                      f'{_listed(unexpected)}')
     if shapes:
         lines.append(f'  other shapes ({len(shapes)}): {_listed(shapes, 3)}')
+    if bad_maps:
+        lines.append(f'  ghost channel maps that are none ({len(bad_maps)}): '
+                     f'{_listed(bad_maps, 3)}')
     if any(k.endswith('.shift_logits') for k in missing) and any(
             k.endswith('.offsets') for k in unexpected):
         lines.append("  it is a deployed (inference-graph) checkpoint: use "

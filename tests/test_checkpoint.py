@@ -99,3 +99,24 @@ def test_mismatches_name_the_tensors_and_the_graph(tmp_path):
                        match=r'(?s)missing.*body.0.conv1.conv.weight'):
         load_generator(MODELS.build(dict(type='GhostEDSRNet', **EDSR)),
                        str(tmp_path / 'regular.pth'))
+
+
+def test_a_corrupt_channel_map_is_named_before_loading(tmp_path):
+    """A ghost checkpoint whose channel map is no map of the layer (here a
+    source outside the intrinsic channels) is refused with the layer named,
+    before the model is touched."""
+    model = MODELS.build(dict(type='GhostEDSRNet', **EDSR))
+    state = model.state_dict()
+    state['body.0.conv2.src'] = state['body.0.conv2.src'].clone()
+    state['body.0.conv2.src'][-1] = 9
+    path = str(tmp_path / 'corrupt.pth')
+    torch.save(state, path)
+    target = MODELS.build(dict(type='GhostEDSRNet', **EDSR))
+    before = {k: v.clone() for k, v in target.state_dict().items()}
+    with pytest.raises(CheckpointError,
+                       match=r'ghost channel maps that are none \(1\): '
+                       r'body\.0\.conv2: src values must be intrinsic '
+                       r'channels in \[0, 4\), got values in \[0, 9\]'):
+        load_generator(target, path)
+    assert all(torch.equal(v, before[k])
+               for k, v in target.state_dict().items())
