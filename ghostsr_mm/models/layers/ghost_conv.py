@@ -256,11 +256,10 @@ class GhostConv2d(nn.Module):
             if problem:
                 error_msgs.append(f'{prefix}src / {prefix}ghost_channels: '
                                   f'{problem}')
-                state_dict = {
-                    k: v
-                    for k, v in state_dict.items()
-                    if k not in (prefix + 'src', prefix + 'ghost_channels')
-                }
+                # The layer keeps its own map (not reported as missing).
+                state_dict = dict(state_dict)
+                state_dict[prefix + 'src'] = self.src
+                state_dict[prefix + 'ghost_channels'] = self.ghost_channels
         super()._load_from_state_dict(state_dict, prefix, local_metadata,
                                       strict, missing_keys, unexpected_keys,
                                       error_msgs)
