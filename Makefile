@@ -10,7 +10,7 @@ STAMPS := .stamps
 # The CUDA kernels are compiled whenever a CUDA toolkit is found, GPU or not.
 CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(realpath $(firstword $(wildcard /usr/local/cuda/bin/nvcc) $(shell command -v nvcc))))
 FORCE_CUDA ?= $(if $(CUDA_HOME),1,0)
-TORCH_CUDA_ARCH_LIST ?= 8.0;9.0+PTX
+TORCH_CUDA_ARCH_LIST ?= 7.5;8.0;8.6;8.9;9.0;10.0;12.0+PTX
 MAX_JOBS ?= 2
 
 .PHONY: setup demo test test-fast bench bench-quality bench-classsr lock clean

@@ -2,9 +2,9 @@
 #pragma once
 
 #include <ATen/ATen.h>
+#include <torch/library.h>
 
 #include <optional>
-#include <utility>
 #include <vector>
 
 namespace ghostsr {
@@ -13,28 +13,14 @@ namespace ghostsr {
 // TypeError (TORCH_CHECK_TYPE), every other bad argument ValueError
 // (TORCH_CHECK_VALUE), with the same message.
 
-// The smallest and largest value of the integer tensor `t` (nullopt when it
-// is empty). Read once per tensor and version: a model's `src` and channel
-// lists are read back from a GPU on their first call only, not at every
-// layer of every forward pass, and a tensor written in place since is read
-// again. A write through `.data`, which has a version counter of its own,
-// is not seen: the CUDA kernels' asserts stop what it lets through. Without
-// a remembered range and with `may_read_back` false (a CUDA graph is being
-// captured), nullopt.
-std::optional<std::pair<int64_t, int64_t>> index_range(const at::Tensor& t,
-                                                       bool may_read_back);
-
-// Raise the error for `src` values in [lo, hi] outside [0, in_channels).
-void check_src_values(int64_t lo, int64_t hi, int64_t in_channels);
-// Raise the error for `channels` values in [lo, hi] outside [0,
-// out_channels).
-void check_channel_values(int64_t lo, int64_t hi, int64_t out_channels);
-
 // Validates the arguments of ghost_shift and returns the number of output
-// channels. Every message names the argument and what was expected.
+// channels. Every message names the argument and what was expected. The
+// values of a CPU `src` are checked here; a GPU's are asserted by the kernels
+// (reading them back would sync with the host at every layer).
 int64_t check_forward_args(const at::Tensor& input, const at::Tensor& src,
                            const at::Tensor& offsets,
-                           const std::optional<at::Tensor>& residual);
+                           const std::optional<at::Tensor>& residual,
+                           double scale);
 
 // Validates `out` of ghost_shift_into: shape (N, C_out, H, W), the dtype and
 // device of `input`, no element written twice.
@@ -81,5 +67,44 @@ struct InverseMap {
   at::Tensor rowptr;  // int64 [Ci + 1]
 };
 InverseMap inverse_map(const at::Tensor& src, int64_t in_channels);
+
+// The operator schemas, for the extension's library (and the grid
+// emulation's, which registers the CUDA kernels under another name).
+inline void define_ops(torch::Library& m) {
+  // Every kernel takes any strides (NCHW and channels_last run as they are,
+  // others are copied to one of them) and its output's layout follows the
+  // input's, as the fake kernels in ops/registration.py say: torch.compile
+  // may then keep the channels_last layout it picks for the convolutions
+  // around the shift, instead of converting to NCHW and back at every call.
+  const std::vector<at::Tag> kTags = {at::Tag::flexible_layout,
+                                      at::Tag::pt2_compliant_tag};
+  // moved[n, c, y, x] = input[n, src[c], y - offsets[c, 0], x - offsets[c, 1]],
+  // zero outside the image; out = act(scale * moved + residual) with act the
+  // identity or ReLU (the epilogue a conv's "sum" and "relu" post-ops would
+  // apply, fused into the same pass).
+  m.def(
+      "ghost_shift(Tensor input, Tensor src, Tensor offsets, "
+      "Tensor? residual=None, float scale=1., bool relu=False) -> Tensor",
+      kTags);
+  // ghost_shift written into `out` (N, C_out, H, W), which may be a view, e.g.
+  // a channel slice of a concatenation buffer: no concat copy afterwards.
+  m.def(
+      "ghost_shift_into(Tensor input, Tensor src, Tensor offsets, "
+      "Tensor? residual, float scale, bool relu, Tensor(a!) out) -> ()",
+      kTags);
+  // Gradient of ghost_shift to `input`: the inverse shift, accumulated over
+  // the output channels that share a source.
+  m.def(
+      "ghost_shift_backward(Tensor grad_output, Tensor src, Tensor offsets, "
+      "int in_channels) -> Tensor",
+      kTags);
+  // For each output channel in `channels` and each candidate (i, j) of the
+  // (2d+1)^2 window: sum over n, y, x of
+  // grad_output[n, c, y, x] * input[n, src[c], y + i - d, x + j - d].
+  m.def(
+      "ghost_shift_weight_grad(Tensor grad_output, Tensor input, Tensor src, "
+      "Tensor channels, int max_offset) -> Tensor",
+      kTags);
+}
 
 }  // namespace ghostsr

@@ -1,6 +1,7 @@
 """Argument checks of the reference, with the compiled op's contract
 (``csrc/pytorch/ghost_shift.cpp``): a wrong dtype raises ``TypeError``, any
 other bad argument ``ValueError``, with the same message on both paths."""
+import math
 from typing import Sequence
 
 import torch
@@ -36,6 +37,12 @@ def check_feature(t: Tensor, name: str) -> None:
     if not t.is_floating_point():
         raise TypeError(f'ghost_shift: `{name}` must be a floating point '
                         f'tensor, got {aten_name(t.dtype)}')
+
+
+def check_scale(scale: float) -> None:
+    # 0 * inf is NaN: the zeros outside the image would not stay zeros.
+    if not math.isfinite(scale):
+        raise ValueError(f'ghost_shift: `scale` must be finite, got {scale}')
 
 
 def check_index(t: Tensor, name: str, like: Tensor) -> None:

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from ._checks import (check_feature, check_index, check_residual,
-                      check_src_offsets, shape_str)
+                      check_scale, check_src_offsets, shape_str)
 from .epilogue import apply_epilogue
 
 __all__ = [
@@ -55,6 +55,7 @@ def ghost_shift_reference(input: Tensor,
         Tensor: Shape (N, C_out, H, W), in the layout the kernels return.
     """
     check_feature(input, 'input')
+    check_scale(scale)
     check_src_offsets(input, src, offsets, input.size(1))
     if residual is not None:
         check_residual(residual, input, src.numel())
@@ -91,7 +92,8 @@ def ghost_shift_backward_reference(grad_output: Tensor, src: Tensor,
         -offsets.long())
     n, _, h, w = grad_output.shape
     grad_input = grad_output.new_zeros(n, in_channels, h, w)
-    return grad_input.index_add_(1, src.long(), inverse)
+    grad_input.index_add_(1, src.long(), inverse)
+    return grad_input.contiguous(memory_format=_output_format(grad_output))
 
 
 def ghost_shift_weight_grad_reference(grad_output: Tensor, input: Tensor,

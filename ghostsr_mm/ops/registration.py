@@ -36,7 +36,8 @@ def _ghost_shift_into_fake(input, src, offsets, residual, scale, relu, out):
 @torch.library.register_fake('ghostsr::ghost_shift_backward')
 def _ghost_shift_backward_fake(grad_output, src, offsets, in_channels):
     n, _, h, w = grad_output.shape
-    return grad_output.new_empty((n, in_channels, h, w))
+    return grad_output.new_empty((n, in_channels, h, w)).contiguous(
+        memory_format=_output_format(grad_output))
 
 
 @torch.library.register_fake('ghostsr::ghost_shift_weight_grad')

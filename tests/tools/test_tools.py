@@ -20,9 +20,9 @@ from helpers import make_sr_data
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIGS = sorted(
-    glob.glob(osp.join(ROOT, 'configs', 'ghostsr', '*', '*.py')) +
-    [osp.join(ROOT, 'configs', 'ghost_edsr_x2_div2k.py')])
-CONFIGS = [c for c in CONFIGS if '/_base_/' not in c]
+    c for c in glob.glob(osp.join(ROOT, 'configs', 'ghostsr', '*', '*.py')) +
+    [osp.join(ROOT, 'configs', 'ghost_edsr_x2_div2k.py')]
+    if '/_base_/' not in c)
 sys.path.insert(0, osp.join(ROOT, 'tools'))
 sys.path.insert(0, osp.join(ROOT, 'tools', 'analysis'))
 

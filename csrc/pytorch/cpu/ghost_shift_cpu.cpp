@@ -8,6 +8,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <numeric>
 #include <optional>
@@ -321,7 +322,7 @@ at::Tensor ghost_shift_cpu(const at::Tensor& input, const at::Tensor& src,
                            const at::Tensor& offsets,
                            const std::optional<at::Tensor>& residual,
                            double scale, bool relu) {
-  const int64_t Co = check_forward_args(input, src, offsets, residual);
+  const int64_t Co = check_forward_args(input, src, offsets, residual, scale);
   const bool pixels = use_channels_last(input);
   const auto fmt = format_of(pixels);
   auto out = at::empty({input.size(0), Co, input.size(2), input.size(3)},
@@ -337,7 +338,7 @@ void ghost_shift_into_cpu(const at::Tensor& input, const at::Tensor& src,
                           const at::Tensor& offsets,
                           const std::optional<at::Tensor>& residual,
                           double scale, bool relu, at::Tensor out) {
-  const int64_t Co = check_forward_args(input, src, offsets, residual);
+  const int64_t Co = check_forward_args(input, src, offsets, residual, scale);
   check_out_arg(out, input, Co);
   const auto order = write_order(out, use_channels_last(input));
   if (order == WriteOrder::kNeither) {  // e.g. a transposed view
@@ -362,9 +363,36 @@ at::Tensor ghost_shift_backward_cpu(const at::Tensor& grad_output,
   const int64_t N = grad_output.size(0), Co = grad_output.size(1);
   const int64_t H = grad_output.size(2), W = grad_output.size(3);
   const int64_t Ci = in_channels;
-  const auto go = grad_output.contiguous();
-  auto grad_input = at::empty({N, Ci, H, W}, grad_output.options());
+  // The input gradient has the layout of grad_output (as on CUDA).
+  const bool pixels = use_channels_last(grad_output);
+  const auto go = grad_output.contiguous(format_of(pixels));
+  auto grad_input = at::empty({N, Ci, H, W},
+                              grad_output.options().memory_format(format_of(pixels)));
   if (grad_input.numel() == 0) return grad_input;
+  if (pixels) {
+    // Channels-last: element by element, through the body the CUDA kernel
+    // runs (ghost_shift_common.h).
+    const auto inv = inverse_map(src, Ci);
+    const auto off = offsets.to(at::kLong);
+    const Offsets offs{off.data_ptr<int64_t>(), off.stride(0), off.stride(1)};
+    const Dims<int64_t> d{N, Ci, Co, H, W};
+    AT_DISPATCH_FLOATING_TYPES_AND2(
+        at::kHalf, at::kBFloat16, go.scalar_type(), "ghost_shift_backward_cpu",
+        [&] {
+          using acc_t = at::opmath_type<scalar_t>;
+          const scalar_t* gp = go.data_ptr<scalar_t>();
+          scalar_t* gi = grad_input.data_ptr<scalar_t>();
+          const int64_t* perm = inv.perm.data_ptr<int64_t>();
+          const int64_t* rowptr = inv.rowptr.data_ptr<int64_t>();
+          at::parallel_for(0, grad_input.numel(), 32768,
+                           [&](int64_t begin, int64_t end) {
+            for (int64_t i = begin; i < end; ++i)
+              gi[i] = backward_element<true, scalar_t, acc_t, int64_t>(
+                  Coords<true, int64_t>(i, Ci, H, W), gp, perm, rowptr, offs, d);
+          });
+        });
+    return grad_input;
+  }
 
   // Output channels of each intrinsic channel (CSR), so that each task owns
   // its grad_input plane: no atomics.
@@ -448,6 +476,7 @@ at::Tensor ghost_shift_weight_grad_cpu(const at::Tensor& grad_output,
   //   sum_k gpad[k] * ipad[k + i * P + j],
   // whose out-of-image terms meet padding zeros: exact, with no per-row
   // setup, reduction or tail.
+  const Dims<int64_t> dims{N, Ci, Co, H, W};
   const int64_t P = W + 2 * max_offset;
   const int64_t gsize = H * P;
   const int64_t isize = (H + 2 * max_offset) * P + 2 * max_offset;
@@ -479,6 +508,18 @@ at::Tensor ghost_shift_weight_grad_cpu(const at::Tensor& grad_output,
               window_dots<acc_t>(gpad.data(), ipad.data(), gsize, K, P,
                                  acc.data());
             }
+            // The padded sums also multiply padding zeros by values outside
+            // the window (0 * inf = NaN). Where a sum is not finite, the
+            // channel is summed again over the inside terms only, by the
+            // CUDA kernel's body: a non-finite value reaches the candidates
+            // that read it and no others, on both devices.
+            if (!std::all_of(acc.begin(), acc.end(),
+                             [](acc_t v) { return std::isfinite(v); }))
+              for (int64_t k = 0; k < K * K; ++k)
+                acc[k] = weight_grad_partial<scalar_t, acc_t, int64_t>(
+                    0, N * H * W, 1, gp, ip, c, s[c],
+                    candidate_shift(k / K, max_offset),
+                    candidate_shift(k % K, max_offset), dims);
             for (int64_t k = 0; k < K * K; ++k)
               rp[g * K * K + k] = acc[k];
           }
