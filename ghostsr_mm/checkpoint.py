@@ -4,8 +4,9 @@ and API.
 A generator's weights come as a bare state dict or as an MMagic checkpoint
 (``state_dict`` with ``generator.`` keys beside the data preprocessor's and
 the training state). Files are read with ``torch.load(weights_only=True)``
-(mmengine's training-state classes are allowlisted by
-:mod:`ghostsr_mm.compat`) and written with mmengine's ``save_checkpoint``.
+(mmengine's training-state classes allowed around the load only:
+:func:`ghostsr_mm.compat.training_state_globals`) and written with
+mmengine's ``save_checkpoint``.
 Every failure names the file and what was expected: a missing or truncated
 file, a file that is not a weights checkpoint, a checkpoint of another
 architecture, or a deployed (inference-graph) checkpoint given to a
@@ -14,12 +15,14 @@ training-graph config and the other way round.
 import os
 import os.path as osp
 import pickle
-import zipfile
 from typing import Dict, List, Optional
 
 import torch
 import torch.nn as nn
 from torch import Tensor
+
+from ghostsr_mm.compat import training_state_globals
+from ghostsr_mm.utils import InputError
 
 __all__ = [
     'CheckpointError', 'read_checkpoint', 'load_generator_state',
@@ -29,7 +32,7 @@ __all__ = [
 GENERATOR_PREFIX = 'generator.'
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InputError):
     """A checkpoint file that cannot be used: unreadable, not a checkpoint,
     or not matching the model it is loaded into."""
 
@@ -39,29 +42,37 @@ def read_checkpoint(path: str) -> dict:
 
     Raises:
         FileNotFoundError: No such file.
-        CheckpointError: The file is truncated or corrupt, holds Python
-            objects that weights-only loading refuses, or is not a dict.
+        CheckpointError: ``<path> is not a PyTorch checkpoint`` (text, an
+            HTML page or a Git LFS pointer saved as .pth, a truncated or
+            corrupt file), a checkpoint holding Python objects that
+            weights-only loading refuses, or one that is not a dict.
     """
     if not osp.isfile(path):
         raise FileNotFoundError(f'checkpoint {path} not found')
+    with open(path, 'rb') as f:
+        head = f.read(64)
+    # torch.save writes a zip archive (legacy files: a pickle, b'\x80').
+    if not (head.startswith(b'PK\x03\x04') or head.startswith(b'\x80')):
+        kind = ('a Git LFS pointer: fetch the file with `git lfs pull`'
+                if head.startswith(b'version https://git-lfs') else
+                f'it starts with {head[:24]!r}')
+        raise CheckpointError(f'{path} is not a PyTorch checkpoint ({kind})')
     try:
-        ckpt = torch.load(path, map_location='cpu', weights_only=True)
+        with training_state_globals():
+            ckpt = torch.load(path, map_location='cpu', weights_only=True)
     except pickle.UnpicklingError as err:
-        if 'Weights only load failed' in str(err):
-            raise CheckpointError(
-                f'{path}: holds Python objects other than weights and '
-                'training state, which are not loaded (only tensors, '
-                'numbers, strings and mmengine/numpy training state are); '
-                'it is not a checkpoint this project wrote') from None
+        if 'Weights only load failed' not in str(err):
+            raise CheckpointError(f'{path} is not a PyTorch checkpoint '
+                                  f'({_first_line(err)})') from None
         raise CheckpointError(
-            f'{path}: not a PyTorch checkpoint (unpickling failed: '
-            f'{_first_line(err)})') from None
-    except (RuntimeError, OSError, EOFError, zipfile.BadZipFile,
-            ValueError) as err:
+            f'{path}: holds Python objects other than weights and '
+            'training state, which are not loaded (only tensors, '
+            'numbers, strings and mmengine/numpy training state are); '
+            'it is not a checkpoint this project wrote') from None
+    except Exception as err:  # torch.load of damaged bytes raises anything
         raise CheckpointError(
-            f'{path}: cannot be read as a PyTorch checkpoint; the file is '
-            f'truncated or corrupt ({type(err).__name__}: '
-            f'{_first_line(err)})') from None
+            f'{path} is not a PyTorch checkpoint: truncated or corrupt '
+            f'({type(err).__name__}: {_first_line(err)})') from None
     if not isinstance(ckpt, dict):
         raise CheckpointError(f'{path}: expected a state dict or a '
                               f'checkpoint dict, got {type(ckpt).__name__}')

@@ -16,20 +16,25 @@ from typing import Callable, Optional, Sequence
 import torch
 from mmengine.config import Config, DictAction
 
+from ghostsr_mm.utils import InputError
+
 __all__ = [
     'UserError', 'add_runner_args', 'parse_runner_args', 'load_config',
-    'enable_amp', 'check_config', 'check_resume_checkpoint', 'run_tool'
+    'enable_amp', 'check_config', 'check_resume_checkpoint', 'check_weights',
+    'run_tool'
 ]
 
 
-class UserError(Exception):
-    """A mistake in what the user asked for: reported as one line."""
+class UserError(InputError):
+    """A mistake in what the user asked a tool for: reported as one
+    line."""
 
 
-# Errors a tool reports as one line (the input named in the message); any
-# other exception is a defect and keeps its traceback.
-USER_ERRORS = (UserError, FileNotFoundError, FileExistsError, ValueError,
-               TypeError, KeyError)
+# Errors a tool reports as one line: the project's own (raised where the
+# user's input is checked, naming it) and files missing, present or
+# unreadable. Any other exception is a defect and keeps its traceback.
+USER_ERRORS = (InputError, FileNotFoundError, FileExistsError,
+               IsADirectoryError, NotADirectoryError, PermissionError)
 
 
 def run_tool(main: Callable[[Optional[Sequence[str]]], Optional[int]],
@@ -45,10 +50,7 @@ def run_tool(main: Callable[[Optional[Sequence[str]]], Optional[int]],
     except USER_ERRORS as err:
         if debug:
             raise
-        message = str(err)
-        if isinstance(err, KeyError) and err.args:
-            message = str(err.args[0])
-        print(f'error: {message}\n(run with --debug for the traceback)',
+        print(f'error: {err}\n(run with --debug for the traceback)',
               file=sys.stderr)
         return 1
 
@@ -149,11 +151,13 @@ def _check_hooks(cfg: Config, model) -> None:
 def check_config(cfg: Config, phases: Sequence[str]):
     """Check, before a Runner is built (it writes the work dir), that the
     model builds with the config's arguments, that the data of ``phases``
-    is present and sound, and that the custom hooks build and accept their
-    inputs (e.g. GhostClusterInitHook's checkpoint).
+    is present and sound, and, for training, that the custom hooks build
+    and accept their inputs (e.g. GhostClusterInitHook's checkpoint) and
+    that ``load_from`` holds the model's weights.
 
     Returns:
-        nn.Module: The model the config builds.
+        nn.Module: The model the config builds, on the ``meta`` device
+        (shapes and structure, no memory; the Runner builds the real one).
 
     Raises:
         UserError: Naming the config entry and what was expected.
@@ -164,12 +168,30 @@ def check_config(cfg: Config, phases: Sequence[str]):
     from ghostsr_mm.datasets import check_config_data
     register_all_modules()
     try:
-        model = MODELS.build(cfg.model)
+        with torch.device('meta'):
+            model = MODELS.build(cfg.model)
     except Exception as err:
         raise UserError(f'model: {err}') from err
     check_config_data(cfg, phases)
-    _check_hooks(cfg, model)
+    if 'train' in phases:
+        _check_hooks(cfg, model)
     return model
+
+
+def check_weights(model, path: str, what: str) -> None:
+    """``path`` is a checkpoint of exactly ``model``'s generator (a
+    training checkpoint, or the generator's weights).
+
+    Raises:
+        UserError: ``<what>: <path> ...`` naming what is wrong.
+    """
+    from ghostsr_mm.checkpoint import (CheckpointError, check_state_matches,
+                                       load_generator_state)
+    try:
+        check_state_matches(getattr(model, 'generator', model),
+                            load_generator_state(path), path)
+    except (CheckpointError, FileNotFoundError) as err:
+        raise UserError(f'{what}: {err}') from None
 
 
 def refuse_to_overwrite(paths: Sequence[Optional[str]],

@@ -1,26 +1,37 @@
-"""Every fix that MMagic 1.2.0 needs on today's PyTorch / mmcv stack.
+"""Every fix that MMagic 1.2.0 and mmengine 0.10 need on today's PyTorch /
+mmcv-lite stack.
 
-Each fix applies only when its problem is present and says which error it
+Each fix is named after the upstream problem, applies only to the versions
+that have it (and only when it is present), once, and says which error it
 prevents. :func:`apply` runs when ``ghostsr_mm`` is imported, before any
 MMagic model module is, so configs that list ``ghostsr_mm`` in
 ``custom_imports`` get them too.
 """
+import contextlib
 import importlib.machinery
 import importlib.util
+import re
 import sys
 import types
 import warnings
-from typing import Callable, List
+from typing import Callable, List, Tuple
 
 import numpy as np
 import torch
 
+from ghostsr_mm.utils import InputError
+
 __all__ = [
     'apply', 'mmcv_has_compiled_ops', 'install_mmcv_ext_placeholder',
-    'checkpoint_safe_globals', 'allow_mmengine_checkpoints',
+    'training_state_globals', 'mmengine_loads_under_weights_only',
     'allow_cpu_distributed', 'silence_dependency_import_warnings',
-    'name_undecodable_images', 'install_controlnet_aux_placeholder'
+    'name_undecodable_images'
 ]
+
+
+def _version(package: str) -> Tuple[int, ...]:
+    from importlib.metadata import version
+    return tuple(int(p) for p in re.findall(r'\d+', version(package))[:3])
 
 # ---------------------------------------------------------------------------
 # 1. mmcv-lite has no compiled ops.
@@ -84,14 +95,17 @@ def install_mmcv_ext_placeholder() -> bool:
 
 
 # ---------------------------------------------------------------------------
-# 2. torch >= 2.6 loads checkpoints with `weights_only=True`.
+# 2. mmengine <= 0.10.7 loads checkpoints with plain `torch.load`, which torch
+#    >= 2.6 runs with `weights_only=True`.
 #
-# mmengine 0.10.7 calls plain `torch.load`, so `Runner(load_from=...)`,
-# `--resume` and `load_checkpoint` fail with `Weights only load failed ...
-# Unsupported global: mmengine.logging.history_buffer.HistoryBuffer`. Rather
-# than turning the safety off, the few classes an mmengine checkpoint holds
-# (its message hub's HistoryBuffer and the numpy scalars/arrays inside) are
-# added to torch's allowlist. Loading stays `weights_only=True`.
+# `Runner(load_from=...)`, `--resume` and `load_checkpoint` then fail with
+# `Weights only load failed ... Unsupported global:
+# mmengine.logging.history_buffer.HistoryBuffer`. Rather than turning the
+# safety off, the few classes an mmengine training checkpoint holds (its
+# message hub's HistoryBuffer and the numpy scalars/arrays inside) are
+# allowed around mmengine's loads of local files and this project's own
+# (ghostsr_mm.checkpoint), and nowhere else: loading stays
+# `weights_only=True`, and torch's allowlist for other loads is unchanged.
 # ---------------------------------------------------------------------------
 
 
@@ -114,29 +128,42 @@ def checkpoint_safe_globals() -> List:
             getattr] + dtype_classes
 
 
-def _weights_only_is_default() -> bool:
-    import inspect
-    default = inspect.signature(torch.load).parameters['weights_only'].default
-    return default is None or default is True
+def training_state_globals():
+    """A context in which ``weights_only`` loads accept an mmengine training
+    checkpoint (nothing changes outside it)."""
+    if not hasattr(torch.serialization, 'safe_globals'):  # torch < 2.5
+        return contextlib.nullcontext()
+    return torch.serialization.safe_globals(checkpoint_safe_globals())
 
 
-def allow_mmengine_checkpoints() -> bool:
-    """Allowlist mmengine's checkpoint classes for ``weights_only`` loads.
+def mmengine_loads_under_weights_only() -> bool:
+    """Run mmengine's loader of local checkpoint files inside
+    :func:`training_state_globals`.
 
     Returns:
-        bool: Whether the allowlist was extended (only where torch loads with
-        ``weights_only=True`` by default and has ``add_safe_globals``).
+        bool: Whether the loader is wrapped (mmengine <= 0.10.7 with a torch
+        that loads weights-only by default).
     """
-    if not hasattr(torch.serialization, 'add_safe_globals'):
+    import inspect
+    default = inspect.signature(torch.load).parameters['weights_only'].default
+    if default not in (None, True) or _version('mmengine') > (0, 10, 7):
         return False
-    if not _weights_only_is_default():
-        return False
-    torch.serialization.add_safe_globals(checkpoint_safe_globals())
+    from mmengine.runner.checkpoint import CheckpointLoader
+    original = CheckpointLoader._schemes['']
+    if getattr(original, '_ghostsr_safe_globals', False):
+        return True
+
+    def load_from_local(*args, **kwargs):
+        with training_state_globals():
+            return original(*args, **kwargs)
+
+    load_from_local._ghostsr_safe_globals = True
+    CheckpointLoader._schemes[''] = load_from_local
     return True
 
 
 # ---------------------------------------------------------------------------
-# 3. mmengine's PyTorch launcher assumes a GPU.
+# 3. mmengine <= 0.10.7's PyTorch launcher assumes a GPU.
 #
 # `mmengine.dist.utils._init_dist_pytorch` calls `torch.cuda.set_device`
 # before `init_process_group`, so `--launcher pytorch` on a machine without
@@ -152,7 +179,7 @@ def allow_cpu_distributed() -> bool:
     Returns:
         bool: Whether the launcher was wrapped (only where no GPU is seen).
     """
-    if torch.cuda.is_available():
+    if torch.cuda.is_available() or _version('mmengine') > (0, 10, 7):
         return False
     from mmengine.dist import utils as dist_utils
     original = dist_utils._init_dist_pytorch
@@ -197,8 +224,8 @@ def silence_dependency_import_warnings() -> None:
 
 
 # ---------------------------------------------------------------------------
-# 5. A corrupt image file stops training with an OpenCV assertion that names
-#    no file.
+# 5. MMagic <= 1.2.0: a corrupt image file stops training with an OpenCV
+#    assertion that names no file.
 #
 # MMagic's `LoadImageFromFile._load_image` returns what `mmcv.imfrombytes`
 # decodes, which is None for a truncated or corrupt file; the next step
@@ -214,6 +241,8 @@ def name_undecodable_images() -> bool:
     Returns:
         bool: Whether the loader was wrapped (now or before).
     """
+    if _version('mmagic') > (1, 2, 0):
+        return False
     from mmagic.datasets.transforms import loading
     original = loading.LoadImageFromFile._load_image
     if getattr(original, '_ghostsr_names_file', False):
@@ -222,7 +251,7 @@ def name_undecodable_images() -> bool:
     def _load_image(self, filename):
         img = original(self, filename)
         if img is None:
-            raise ValueError(f'{filename}: cannot be decoded as an image '
+            raise InputError(f'{filename}: cannot be decoded as an image '
                              '(truncated or corrupt file?)')
         return img
 
@@ -231,60 +260,11 @@ def name_undecodable_images() -> bool:
     return True
 
 
-# ---------------------------------------------------------------------------
-# 6. `from mmagic.apis import MMagicInferencer` needs controlnet_aux.
-#
-# `mmagic/apis/inferencers/controlnet_animation_inferencer.py` runs
-# `from controlnet_aux import HEDdetector` at module level, and
-# `mmagic.apis` imports every inferencer, so without controlnet_aux (a
-# ControlNet package with a long chain of vision dependencies, unused by
-# super-resolution) `from mmagic.apis import MMagicInferencer` fails with
-# `No module named 'controlnet_aux'`. A placeholder module lets the import
-# succeed; using HEDdetector (the ControlNet animation inferencer) raises a
-# clear error. With controlnet_aux installed nothing is installed.
-# ---------------------------------------------------------------------------
-
-
-class ControlNetAuxUnavailableError(RuntimeError):
-    """Raised when the controlnet_aux placeholder is used."""
-
-
-def install_controlnet_aux_placeholder() -> bool:
-    """Install a placeholder ``controlnet_aux`` when it is not installed.
-
-    Returns:
-        bool: Whether the placeholder is (now) in place.
-    """
-    current = sys.modules.get('controlnet_aux')
-    if current is not None:
-        return getattr(current, '_ghostsr_placeholder', False)
-    if importlib.util.find_spec('controlnet_aux') is not None:
-        return False
-
-    class HEDdetector:
-        """Stands in for controlnet_aux.HEDdetector."""
-
-        @classmethod
-        def from_pretrained(cls, *args, **kwargs):
-            raise ControlNetAuxUnavailableError(
-                'controlnet_aux is not installed; MMagic\'s ControlNet '
-                'animation inferencer needs it (`pip install controlnet_aux`)'
-                '. Super-resolution does not.')
-
-    module = types.ModuleType('controlnet_aux')
-    module.__spec__ = importlib.machinery.ModuleSpec(
-        'controlnet_aux', loader=None)
-    module.HEDdetector = HEDdetector
-    module._ghostsr_placeholder = True
-    sys.modules['controlnet_aux'] = module
-    return True
-
-
 def apply() -> None:
-    """Apply every fix whose problem is present."""
+    """Apply every fix whose problem is present (each checks that it has
+    not been applied already)."""
     silence_dependency_import_warnings()
     install_mmcv_ext_placeholder()
-    allow_mmengine_checkpoints()
+    mmengine_loads_under_weights_only()
     allow_cpu_distributed()
     name_undecodable_images()
-    install_controlnet_aux_placeholder()

@@ -2,7 +2,14 @@
 import contextlib
 import threading
 
-__all__ = ['ThreadLocalSwitch']
+__all__ = ['InputError', 'ThreadLocalSwitch']
+
+
+class InputError(ValueError):
+    """Input the user gave that cannot be used (a file, a config value, an
+    argument), raised where it is checked; the message names it and what
+    was expected. The tools print it as one line; any other exception is a
+    defect and keeps its traceback."""
 
 
 class ThreadLocalSwitch:

@@ -60,14 +60,26 @@ def test_corrupt_and_foreign_files_are_named(tmp_path):
     truncated = tmp_path / 'truncated.pth'
     truncated.write_bytes(data[:len(data) // 2])
     with pytest.raises(CheckpointError,
-                       match=r'truncated.pth: cannot be read.*truncated or '
-                       'corrupt'):
+                       match=r'truncated.pth is not a PyTorch checkpoint: '
+                       'truncated or corrupt'):
         read_checkpoint(str(truncated))
-    text = tmp_path / 'notes.pth'
-    text.write_text('not a checkpoint\n')
-    with pytest.raises(CheckpointError, match='notes.pth') as info:
-        read_checkpoint(str(text))
-    assert 'weights_only=False' not in str(info.value)
+    # Whatever the first bytes of a file that is not a checkpoint, one
+    # message (before: an IndexError, a leaked KeyError or "Python
+    # objects", depending on them).
+    for name, text, detail in [
+        ('notes.pth', 'not a checkpoint\n', "starts with b'not a"),
+        ('page.pth', '<!DOCTYPE html><html>404</html>', "starts with b'<!DOC"),
+        ('lfs.pth', 'version https://git-lfs.github.com/spec/v1\noid '
+         'sha256:4d7a\nsize 1000\n', 'a Git LFS pointer'),
+        ('digits.pth', '101 102\n', "starts with b'101"),
+        ('empty.pth', '', "starts with b''"),
+    ]:
+        (tmp_path / name).write_text(text)
+        with pytest.raises(CheckpointError) as info:
+            read_checkpoint(str(tmp_path / name))
+        assert str(info.value).startswith(
+            f'{tmp_path / name} is not a PyTorch checkpoint ('), info.value
+        assert detail in str(info.value)
     # A pickle of an arbitrary object: refused, without advising to turn
     # the weights-only safety off.
     torch.save(dict(state_dict=Foreign()), tmp_path / 'obj.pth')

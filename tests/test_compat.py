@@ -77,16 +77,25 @@ def test_mmengine_checkpoint_needs_the_allowlist(tmp_path):
 
 
 def test_mmengine_checkpoint_loads_with_weights_only(tmp_path):
+    """Inside training_state_globals, and through mmengine's own loader:
+    the allowlist is widened there and nowhere else."""
+    from mmengine.runner.checkpoint import _load_checkpoint
     path = tmp_path / 'ckpt.pth'
     _mmengine_like_checkpoint(path)
-    assert compat.allow_mmengine_checkpoints() is True
-    ckpt = torch.load(path, weights_only=True)
+    with compat.training_state_globals():
+        ckpt = torch.load(path, weights_only=True)
     assert ckpt['meta']['iter'] == 3
     np.testing.assert_array_equal(ckpt['meta']['arr'], [0, 1, 2])
     assert ckpt['meta']['buf'].mean() == 0.5
-    # Arbitrary code is still refused.
+    assert compat.mmengine_loads_under_weights_only() is True  # applied
+    assert _load_checkpoint(str(path))['meta']['iter'] == 3
+    # Outside: torch's allowlist is unchanged.
+    with pytest.raises(Exception, match='Unsupported global'):
+        torch.load(path, weights_only=True)
+    # Arbitrary code is still refused, inside too.
     torch.save(dict(f=subprocess.Popen), tmp_path / 'evil.pth')
-    with pytest.raises(Exception, match='Weights only load failed'):
+    with compat.training_state_globals(), pytest.raises(
+            Exception, match='Weights only load failed'):
         torch.load(tmp_path / 'evil.pth', weights_only=True)
 
 
@@ -139,16 +148,3 @@ def test_corrupt_image_is_named_by_the_loader(tmp_path):
     loader = LoadImageFromFile(key='gt')
     with pytest.raises(ValueError, match=r'broken.png: cannot be decoded'):
         loader(dict(gt_path=str(bad)))
-
-
-def test_controlnet_aux_placeholder_lets_mmagic_apis_import():
-    """`from mmagic.apis import MMagicInferencer` needs controlnet_aux at
-    import time; the placeholder makes it import, and says what to install
-    if the ControlNet inferencer is used."""
-    if not compat.install_controlnet_aux_placeholder():
-        pytest.skip('controlnet_aux is installed')
-    from mmagic.apis import MMagicInferencer  # noqa: F401
-    import controlnet_aux
-    with pytest.raises(compat.ControlNetAuxUnavailableError,
-                       match='pip install controlnet_aux'):
-        controlnet_aux.HEDdetector.from_pretrained('lllyasviel/Annotators')

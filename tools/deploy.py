@@ -67,7 +67,7 @@ def lr_photo(path=None, size=64) -> np.ndarray:
             raise FileNotFoundError(f'image {path} not found')
         img = mmcv.imread(path, channel_order='rgb')
         if img is None:
-            raise ValueError(f'{path}: not a readable image')
+            raise UserError(f'{path}: not a readable image')
     else:
         from skimage import data
         img = data.astronaut()

@@ -17,10 +17,9 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 import ghostsr_mm  # noqa: E402,F401  (compat fixes before MMagic loads)
 from mmengine.runner import Runner  # noqa: E402
 
-from ghostsr_mm.checkpoint import (check_state_matches,  # noqa: E402
-                                   load_generator_state)
 from ghostsr_mm.cli import (add_runner_args, check_config,  # noqa: E402
-                            load_config, parse_runner_args, run_tool)
+                            check_weights, load_config, parse_runner_args,
+                            run_tool)
 
 
 def parse_args(argv=None):
@@ -39,11 +38,9 @@ def main(argv=None) -> int:
     if args.out and osp.exists(args.out):
         raise FileExistsError(f'{args.out} exists; remove it or choose '
                               'another --out')
-    model = check_config(cfg, ('test', ))
+    model = check_config(cfg, ('test', ))  # no hook: testing clusters nothing
     # Wrong weights would give wrong numbers: refuse them first.
-    check_state_matches(getattr(model, 'generator', model),
-                        load_generator_state(args.checkpoint),
-                        args.checkpoint)
+    check_weights(model, args.checkpoint, 'checkpoint')
     cfg.load_from = args.checkpoint
     if args.out:
         cfg.custom_hooks = list(cfg.get('custom_hooks', [])) + [

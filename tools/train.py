@@ -6,7 +6,8 @@
 
 The config is checked before the Runner writes anything (the model and the
 custom hooks build with its arguments, the data is present and sound, and
-with --resume the checkpoint to resume from is readable); an error is one
+with --resume the checkpoint to resume from is readable, else load_from
+holds the weights of the model); an error is one
 line naming what is wrong (--debug: with the traceback). A model with
 learnable ghost shifts gets GumbelAnnealHook when the config has none.
 """
@@ -20,8 +21,8 @@ from mmengine.logging import print_log  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 from ghostsr_mm.cli import (add_runner_args, check_config,  # noqa: E402
-                            check_resume_checkpoint, enable_amp,
-                            ensure_gumbel_annealing, load_config,
+                            check_resume_checkpoint, check_weights,
+                            enable_amp, ensure_gumbel_annealing, load_config,
                             parse_runner_args, run_tool)
 
 
@@ -47,6 +48,8 @@ def main(argv=None) -> int:
     if args.resume:
         cfg.resume = True
         check_resume_checkpoint(cfg)
+    elif cfg.get('load_from'):
+        check_weights(model, cfg.load_from, 'load_from')
     runner = Runner.from_cfg(cfg)
     print_log(f'Working directory: {cfg.work_dir}', logger='current')
     runner.train()

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from ghostsr_mm.analysis import count_flops
+from ghostsr_mm.utils import InputError
 from .tiled import tile_layout, tiled_inference
 
 __all__ = [
@@ -86,11 +87,11 @@ def routing_flops(counts: Sequence[int], flops: Dict[str, object]
     counts = [int(c) for c in counts]
     per_branch = flops['branches']
     if len(counts) != len(per_branch):
-        raise ValueError(f'routing_flops: {len(counts)} counts for '
+        raise InputError(f'routing_flops: {len(counts)} counts for '
                          f'{len(per_branch)} branches')
     total = sum(counts)
     if total == 0:
-        raise ValueError('routing_flops: no sub-image was routed')
+        raise InputError('routing_flops: no sub-image was routed')
     average = sum(n * f for n, f in zip(counts, per_branch)) / total
     average += flops['classifier']
     return dict(flops=average, ratio=average / max(per_branch),
@@ -128,17 +129,17 @@ def calibrate_cost_penalty(model,
     if isinstance(flops_ratio, bool) or not isinstance(
             flops_ratio, (int, float)) or not math.isfinite(flops_ratio) \
             or flops_ratio <= 0:
-        raise ValueError('calibrate_cost_penalty: `flops_ratio` must be a '
+        raise InputError('calibrate_cost_penalty: `flops_ratio` must be a '
                          f'positive number, got {flops_ratio!r}')
     if isinstance(images, Tensor):
         images = [images]
     if len(images) == 0:
-        raise ValueError('calibrate_cost_penalty: no calibration image')
+        raise InputError('calibrate_cost_penalty: no calibration image')
     model.eval()
     log_probs = []
     for lr in images:
         if not isinstance(lr, Tensor) or lr.dim() != 4:
-            raise ValueError('calibrate_cost_penalty: images must be 4-D '
+            raise InputError('calibrate_cost_penalty: images must be 4-D '
                              '(N, C, H, W) tensors, got '
                              f'{getattr(lr, "shape", type(lr))}')
         h, w = lr.shape[-2:]
@@ -168,7 +169,7 @@ def calibrate_cost_penalty(model,
     gap = gap[gap > 0]  # none: every branch costs the same
     bound = 2 * spread.item() / gap.min().item() + 1 if len(gap) else 1.0
     if cost(bound) > flops_ratio:
-        raise ValueError(
+        raise InputError(
             f'calibrate_cost_penalty: a budget of {flops_ratio} of the hard '
             'branch is below the cheapest routing (every sub-image to the '
             f'cheapest branch: {cost(bound):.4f})')
@@ -199,7 +200,7 @@ def routing_map(classes: Tensor, height: int, width: int, tile: int,
     layout = tile_layout(height, width, tile, overlap)
     classes = classes.flatten().tolist()
     if len(classes) != len(layout):
-        raise ValueError(f'routing_map: {len(classes)} classes for the '
+        raise InputError(f'routing_map: {len(classes)} classes for the '
                          f'{len(layout)} sub-images of a {height}x{width} '
                          f'image with tile {tile}, overlap {overlap}')
     out = np.zeros((height, width), dtype=np.int64)
@@ -224,7 +225,7 @@ def routing_picture(image: np.ndarray,
     h, w = image.shape[:2]
     ch, cw = class_map.shape
     if h % ch or w % cw or h // ch != w // cw:
-        raise ValueError(f'routing_picture: a {ch}x{cw} class map does not '
+        raise InputError(f'routing_picture: a {ch}x{cw} class map does not '
                          f'divide a {h}x{w} image')
     f = h // ch
     big = np.repeat(np.repeat(class_map, f, axis=0), f, axis=1)
@@ -243,4 +244,4 @@ def write_routing_picture(path: str, image: np.ndarray,
     picture = routing_picture(image, class_map)
     rgb8 = np.clip(np.round(picture * 255), 0, 255).astype(np.uint8)
     if not mmcv.imwrite(np.ascontiguousarray(rgb8[..., ::-1]), path):
-        raise ValueError(f'{path}: could not be written')
+        raise InputError(f'{path}: could not be written')

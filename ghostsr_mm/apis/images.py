@@ -22,6 +22,7 @@ import mmcv
 import numpy as np
 
 from ghostsr_mm.datasets.prepare import IMG_EXTENSIONS as IMAGE_EXTENSIONS
+from ghostsr_mm.utils import InputError
 
 __all__ = [
     'IMAGE_EXTENSIONS', 'SRImage', 'list_images', 'read_image', 'write_image'
@@ -83,17 +84,17 @@ def read_image(path: str) -> SRImage:
     try:
         img = mmcv.imread(path, flag='unchanged')
     except Exception as err:  # mmcv/OpenCV: unreadable file
-        raise ValueError(f'{path}: cannot be read as an image ({err})') \
+        raise InputError(f'{path}: cannot be read as an image ({err})') \
             from None
     if img is None:
-        raise ValueError(f'{path}: cannot be decoded as an image (truncated '
+        raise InputError(f'{path}: cannot be decoded as an image (truncated '
                          'or corrupt file?)')
     if img.dtype == np.uint8:
         max_value = 255
     elif img.dtype == np.uint16:
         max_value = 65535
     else:
-        raise ValueError(f'{path}: {img.dtype} pixels are not supported '
+        raise InputError(f'{path}: {img.dtype} pixels are not supported '
                          '(8- or 16-bit images are)')
     if img.ndim == 3 and img.shape[2] == 1:
         img = img[..., 0]
@@ -102,7 +103,7 @@ def read_image(path: str) -> SRImage:
         return SRImage(np.repeat(values[..., None], 3, 2), None, True,
                        max_value)
     if values.shape[2] not in (3, 4):
-        raise ValueError(f'{path}: {values.shape[2]} channels are not '
+        raise InputError(f'{path}: {values.shape[2]} channels are not '
                          'supported (1, 3 or 4 are)')
     rgb = np.ascontiguousarray(values[..., 2::-1])  # OpenCV's BGR(A)
     alpha = values[..., 3] if values.shape[2] == 4 else None
@@ -129,4 +130,4 @@ def write_image(path: str, sr_rgb: np.ndarray, source: SRImage) -> None:
             out = np.concatenate([out, alpha[..., None]], 2)
     out = np.clip(np.round(np.clip(out, 0, 1) * max_value), 0, max_value)
     if not mmcv.imwrite(out.astype(dtype), path):
-        raise ValueError(f'{path}: could not be written')
+        raise InputError(f'{path}: could not be written')

@@ -21,6 +21,8 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from ghostsr_mm.utils import InputError
+
 __all__ = ['receptive_radius', 'tile_layout', 'tiled_inference']
 
 
@@ -57,7 +59,7 @@ def receptive_radius(model: nn.Module,
     from ghostsr_mm.models.layers import GhostConv2d
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
     if not convs:
-        raise ValueError(f'receptive_radius: {type(model).__name__} has no '
+        raise InputError(f'receptive_radius: {type(model).__name__} has no '
                          'convolution')
     size = 8
     total = [0.0, 0.0]  # LR pixels along H and W
@@ -123,11 +125,11 @@ def tile_layout(height: int, width: int, tile: int, overlap: int):
         ValueError: ``tile`` is not larger than ``2 * overlap``.
     """
     if not isinstance(tile, int) or tile < 1:
-        raise ValueError(f'`tile` must be a positive int, got {tile!r}')
+        raise InputError(f'`tile` must be a positive int, got {tile!r}')
     if not isinstance(overlap, int) or overlap < 0:
-        raise ValueError(f'`overlap` must be an int >= 0, got {overlap!r}')
+        raise InputError(f'`overlap` must be an int >= 0, got {overlap!r}')
     if tile <= 2 * overlap and (height > tile or width > tile):
-        raise ValueError(
+        raise InputError(
             f'`tile` ({tile}) must be larger than twice the overlap '
             f'({overlap}): each patch keeps its output {overlap} pixels away '
             f'from its inner edges (the overlap is at least the network\'s '
@@ -171,14 +173,14 @@ def tiled_inference(model: Callable[[Tensor], Tensor],
         output dtype.
     """
     if not isinstance(lr, Tensor) or lr.dim() != 4:
-        raise ValueError('tiled_inference: `lr` must be a 4-D tensor (N, C, '
+        raise InputError('tiled_inference: `lr` must be a 4-D tensor (N, C, '
                          f'H, W), got {getattr(lr, "shape", type(lr))}')
     if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError('tiled_inference: `batch_size` must be an int >= 1, '
+        raise InputError('tiled_inference: `batch_size` must be an int >= 1, '
                          f'got {batch_size!r}')
     if overlap is None:
         if not isinstance(model, nn.Module):
-            raise ValueError('tiled_inference: give `overlap` for a model '
+            raise InputError('tiled_inference: give `overlap` for a model '
                              'that is not an nn.Module')
         overlap = receptive_radius(model, lr.shape[1])
     n, _, h, w = lr.shape
@@ -196,7 +198,7 @@ def tiled_inference(model: Callable[[Tensor], Tensor],
             if out is None:
                 scale = sr.shape[-2] // ph
                 if sr.shape[-2:] != (ph * scale, pw * scale) or scale < 1:
-                    raise ValueError(
+                    raise InputError(
                         'tiled_inference: the model maps a '
                         f'{ph}x{pw} patch to {sr.shape[-2]}x{sr.shape[-1]}, '
                         'not to an integer multiple of it')

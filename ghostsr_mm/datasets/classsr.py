@@ -17,6 +17,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from ghostsr_mm.utils import InputError
 from .prepare import write_sr_pairs
 
 __all__ = [
@@ -78,10 +79,10 @@ def extract_sub_images(gt_paths: Sequence[str],
     gt_size = gt_size or 32 * scale
     step = step or gt_size // 2
     if gt_size % scale:
-        raise ValueError(f'`gt_size` ({gt_size}) must be a multiple of the '
+        raise InputError(f'`gt_size` ({gt_size}) must be a multiple of the '
                          f'scale ({scale})')
     if step < 1 or any(not 0 < r <= 1 for r in rescales):
-        raise ValueError(f'`step` must be >= 1 and `rescales` in (0, 1], got '
+        raise InputError(f'`step` must be >= 1 and `rescales` in (0, 1], got '
                          f'{step} and {list(rescales)}')
     skipped = []
 
@@ -89,7 +90,7 @@ def extract_sub_images(gt_paths: Sequence[str],
         for path in gt_paths:
             img = mmcv.imread(path, channel_order='rgb')
             if img is None:
-                raise ValueError(f'{path}: cannot be read as an image')
+                raise InputError(f'{path}: cannot be read as an image')
             stem = osp.splitext(osp.basename(path))[0]
             found = False
             for r in rescales:
@@ -176,7 +177,7 @@ def label_by_psnr(psnrs: Dict[str, float],
     where higher means easier works, e.g. minus a model's gain over
     bicubic (tools/classsr_prepare.py --label-by gain)."""
     if len(psnrs) < num_classes:
-        raise ValueError(f'label_by_psnr: {len(psnrs)} sub-images cannot '
+        raise InputError(f'label_by_psnr: {len(psnrs)} sub-images cannot '
                          f'fill {num_classes} classes')
     order = sorted(psnrs, key=lambda n: (-psnrs[n], n))
     return {

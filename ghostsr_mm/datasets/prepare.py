@@ -13,6 +13,8 @@ import numpy as np
 from mmcv import imwrite
 from mmagic.datasets.transforms import MATLABLikeResize
 
+from ghostsr_mm.utils import InputError
+
 IMG_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff')
 
 
@@ -54,7 +56,7 @@ def write_sr_pairs(images: Iterable[Tuple[str, np.ndarray]],
     names = []
     for name, img in images:
         if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
-            raise ValueError(f'image {name!r}: expected a uint8 HxWx3 RGB '
+            raise InputError(f'image {name!r}: expected a uint8 HxWx3 RGB '
                              f'array, got {img.dtype} {img.shape}')
         gt = mod_crop(img, lcm)
         targets = {osp.join(root, gt_dir, f'{name}.png'): gt}
@@ -119,7 +121,7 @@ def _image_size(path: str) -> Tuple[int, int]:
             size = img.size
             img.verify()
     except Exception as err:
-        raise ValueError(f'{path}: not a readable image, truncated or '
+        raise InputError(f'{path}: not a readable image, truncated or '
                          f'corrupt ({type(err).__name__}: {err})') from None
     return size[1], size[0]
 
@@ -155,7 +157,7 @@ def check_sr_pairs(data_root: str,
         alone = [have[n] for n in have if n not in lack]
         if alone:
             more = f' and {len(alone) - 3} more' if len(alone) > 3 else ''
-            raise ValueError(f'{dataset_name}: {len(alone)} {what} (same '
+            raise InputError(f'{dataset_name}: {len(alone)} {what} (same '
                              f'file name expected): {", ".join(alone[:3])}'
                              f'{more}')
     ratios = {}
@@ -163,13 +165,13 @@ def check_sr_pairs(data_root: str,
         (gh, gw), (lh, lw) = _image_size(gt[name]), _image_size(lr[name])
         expected = scale or (gh // lh if lh else 0) or 1
         if (gh, gw) != (lh * expected, lw * expected):
-            raise ValueError(
+            raise InputError(
                 f'{dataset_name}: {gt[name]} is {gh}x{gw} but its LR '
                 f'partner {lr[name]} is {lh}x{lw}; expected the GT to be '
                 f'{expected}x the LR ({lh * expected}x{lw * expected})')
         ratios.setdefault(expected, name)
     if len(ratios) > 1:
-        raise ValueError(f'{dataset_name}: pairs of different scales: '
+        raise InputError(f'{dataset_name}: pairs of different scales: '
                          + ', '.join(f'{n} is x{r}'
                                      for r, n in sorted(ratios.items())))
     return len(gt)

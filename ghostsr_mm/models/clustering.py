@@ -28,6 +28,7 @@ from torch import Tensor
 
 from ghostsr_mm.models.layers import (GhostConv2d, by_order_mapping,
                                       ghost_layers)
+from ghostsr_mm.utils import InputError
 
 __all__ = [
     'LayerClusters', 'ClusterReport', 'check_pretrained', 'cluster_filters',
@@ -164,12 +165,12 @@ def check_pretrained(model: nn.Module, pretrained: Dict[str, Tensor]) -> None:
     one that holds fewer than half of the model's regular tensors.
 
     Raises:
-        ValueError: Saying which and why.
+        InputError: Saying which and why.
     """
     layers = dict(ghost_layers(model))
     name = type(model).__name__
     if not layers:
-        raise ValueError(
+        raise InputError(
             f'cluster_init: {name} has no ghost layer (GhostConv2d); '
             'clustering initialises a ghost model: use a ghost config')
     if not any(f'{n}.weight' in pretrained for n in layers):
@@ -178,7 +179,7 @@ def check_pretrained(model: nn.Module, pretrained: Dict[str, Tensor]) -> None:
                     f'{n}.conv.weight' in pretrained for n in layers) else
                 ' Is it a checkpoint of the regular version of this '
                 'architecture?')
-        raise ValueError(
+        raise InputError(
             f'cluster_init: none of the {len(layers)} ghost layers of {name} '
             f'finds its pre-trained weight (e.g. {next(iter(layers))}.weight)'
             f' in the checkpoint.{hint}')
@@ -187,7 +188,7 @@ def check_pretrained(model: nn.Module, pretrained: Dict[str, Tensor]) -> None:
     found = [k for k in regular if k in pretrained]
     if regular and len(found) < 0.5 * len(regular):
         missing = [k for k in regular if k not in pretrained][:3]
-        raise ValueError(
+        raise InputError(
             f'cluster_init: the checkpoint holds only {len(found)} of the '
             f'{len(regular)} regular tensors of {name} (missing e.g. '
             f'{missing}); a checkpoint of another architecture?')

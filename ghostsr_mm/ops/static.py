@@ -23,9 +23,12 @@ __all__ = ['ghost_shift_static']
 def _shifted(x: Tensor, dy: int, dx: int) -> Tensor:
     """``out[..., y, x] = x[..., y - dy, x - dx]``, zero outside: one pad
     that adds ``dy`` rows on one side and removes them on the other (a
-    negative pad crops), so one pass."""
+    negative pad crops), so one pass. A shift of the whole height or width
+    or more leaves only zeros (a pad cannot crop more than the size)."""
     if dy == 0 and dx == 0:
         return x
+    if abs(dy) >= x.shape[-2] or abs(dx) >= x.shape[-1]:
+        return torch.zeros_like(x)
     return F.pad(x, (dx, -dx, dy, -dy))
 
 
@@ -62,9 +65,10 @@ def ghost_shift_static(input: Tensor,
     off_l = [(int(a), int(b)) for a, b in offsets.tolist()]
     runs = _runs(src_l, off_l)
     distinct = sorted(set(off_l))
-    if relu and residual is None:
-        # A zero-filled shift commutes with ReLU: applied first, a runtime
-        # can fuse it into the convolution that made `input`.
+    if relu and residual is None and scale >= 0:
+        # A zero-filled shift commutes with ReLU, and so does a scale >= 0:
+        # applied first, a runtime can fuse it into the convolution that
+        # made `input`.
         input, relu = torch.relu(input), False
     channels = input.shape[1]
     if len(runs) <= 2 * len(distinct):

@@ -104,6 +104,16 @@ def test_hook_matches_cli_and_leaves_resumed_weights(tmp_path, data_root,
     for k, v in probe(runner2).state.items():
         assert torch.equal(v, resumed_from['generator.' + k]), k
 
+    # load_from (fine-tuning a trained ghost model): its weights win too.
+    cfg3 = tiny_sr_config(str(tmp_path / 'tune'), data_root, generator=GHOST,
+                          iters=1)
+    cfg3.custom_hooks = cfg.custom_hooks
+    cfg3.load_from = osp.join(cfg.work_dir, 'iter_2.pth')
+    runner3 = Runner.from_cfg(cfg3)
+    runner3.train()
+    for k, v in probe(runner3).state.items():
+        assert torch.equal(v, resumed_from['generator.' + k]), k
+
 
 def test_cli_refuses_to_overwrite(tmp_path, pretrained, capsys):
     out = tmp_path / 'exists.pth'
@@ -158,10 +168,12 @@ def test_anneal_hook_rejects_interval_with_epochs():
 @pytest.mark.slow
 def test_anneal_hook_epochs_spread_over_training_and_warns(tmp_path,
                                                            data_root):
-    """`epochs=3` over 9 iterations: t = it // 3 + 1 (not one pass over the
-    data, 2 iterations); the default schedule over 9 iterations ends at
-    t = 5, noise 0.97^4 = 0.885 > 0.1, which is logged as a warning."""
-    cfg = tiny_sr_config(str(tmp_path), data_root, generator=GHOST, iters=9)
+    """`epochs=3` over 10 iterations: epochs of ceil(10 / 3) = 4
+    iterations, t = it // 4 + 1, so t ends at 3, not 4 (and not one pass
+    over the data, 2 iterations); the default schedule over 9 iterations
+    ends at t = 5, noise 0.97^4 = 0.885 > 0.1, which is logged as a
+    warning."""
+    cfg = tiny_sr_config(str(tmp_path), data_root, generator=GHOST, iters=10)
     cfg.custom_hooks = [
         dict(type='GumbelAnnealHook', epochs=3),
         dict(type='ProbeHook')
@@ -169,9 +181,9 @@ def test_anneal_hook_epochs_spread_over_training_and_warns(tmp_path,
     runner = Runner.from_cfg(cfg)
     runner.train()
     assert [(it, t) for it, t, _ in probe(runner).scales] == [
-        (it, it // 3 + 1) for it in range(9)]
+        (it, it // 4 + 1) for it in range(10)]
     log = open(osp.join(runner.log_dir, f'{runner.timestamp}.log')).read()
-    assert '3 Gumbel epochs of 3 iterations; noise scale a^(t-1) from 1 ' \
+    assert '3 Gumbel epochs of 4 iterations; noise scale a^(t-1) from 1 ' \
         'to 0.941' in log
     assert 'WARNING - GumbelAnnealHook: the Gumbel noise will still be at ' \
         '0.941 of its full strength' in log

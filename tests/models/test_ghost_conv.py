@@ -115,12 +115,10 @@ def test_fixed_shift_equals_shifted_conv_output():
     assert out[:, 4:, 0].abs().sum() == 0 and out[:, 4:, :, -1].abs().sum() == 0
 
 
-@pytest.mark.parametrize('args', [dict(cheap_op='depthwise'),
-                                  dict(shift_mode='dw')])
-def test_depthwise_cheap_op_matches_depthwise_conv(args):
-    """Ghost-DW; the former argument and value are still accepted."""
-    ghost = GhostConv2d(4, 8, 3, padding=1, **args)
-    assert ghost.shift_mode == 'depthwise'
+def test_depthwise_cheap_op_matches_depthwise_conv():
+    """Ghost-DW."""
+    ghost = GhostConv2d(4, 8, 3, padding=1, cheap_op='depthwise')
+    assert ghost.cheap_op == 'depthwise'
     x = torch.randn(2, 4, 6, 6)
     inner = ghost.conv(x)
     cheap = F.conv2d(inner, ghost.cheap.weight, ghost.cheap.bias, padding=1,
@@ -220,7 +218,7 @@ def test_inference_graph_has_no_gumbel_parameters_and_same_output():
         (dict(groups=3, in_channels=6), r'groups.*3.*must divide'),
         (dict(max_offset=-1), r'max_offset.*>= 0'),
         (dict(cheap_op='roll'), r"unknown `cheap_op` 'roll'"),
-        (dict(shift_mode='roll'), r"unknown `shift_mode` 'roll'"),
+        (dict(cheap_op='dw'), r"unknown `cheap_op` 'dw'; expected one of"),
     ])
 def test_bad_configuration(kwargs, message):
     args = dict(in_channels=4, out_channels=8, kernel_size=3,

@@ -875,10 +875,24 @@ def test_static_shift_equals_reference(mapping):
         src = torch.tensor([0, 1, 2, 3])
         offsets = torch.tensor([[7, 0], [0, -9], [-3, 4], [6, 8]])
     residual = torch.randn(2, src.numel(), 7, 9)
-    for args in ((), (residual, 0.5, True)):
+    for args in ((), (residual, 0.5, True), (None, -0.5, True),
+                 (None, 2.0, True)):
         torch.testing.assert_close(
             ghost_shift_static(x, src, offsets, *args),
             ghost_shift_reference(x, src, offsets, *args))
+
+
+@pytest.mark.parametrize('h, w, dy, dx', [(1, 5, 1, 0), (2, 2, 3, 0),
+                                          (2, 2, 0, -2), (3, 4, -5, 9)])
+def test_static_shift_as_large_as_the_image(h, w, dy, dx):
+    """A 1-pixel-high tile, shifts of the whole size and more: zeros, as
+    the reference gives (a pad cannot crop more than the size)."""
+    from ghostsr_mm.ops import ghost_shift_static
+    x = torch.randn(1, 2, h, w)
+    src, offsets = torch.tensor([0, 1, 0]), torch.tensor([[0, 0], [dy, dx],
+                                                          [dy, 0]])
+    torch.testing.assert_close(ghost_shift_static(x, src, offsets),
+                               ghost_shift_reference(x, src, offsets))
 
 
 # --------------------------------------------------------------------------

@@ -131,11 +131,42 @@ def test_train_refuses_a_cluster_checkpoint_of_another_model(tmp_path, data,
     assert not work.exists()
 
 
+@pytest.mark.parametrize('case', ['carn', 'text', 'truncated', 'missing'])
+def test_train_checks_load_from_before_writing(tmp_path, data, case, capsys):
+    """A load_from that is not this model's weights (another model, a text
+    file, a truncated file, no file) is refused before the work dir is
+    written; before, a CARN checkpoint trained a random model with status
+    0."""
+    ckpt = tmp_path / f'{case}.pth'
+    if case == 'carn':
+        save_generator(MODELS.build(dict(type='CARNNet', in_channels=3,
+                                         out_channels=3, mid_channels=8,
+                                         upscale_factor=2)), str(ckpt))
+        expected = "none of the model's tensors is in it"
+    elif case == 'text':
+        ckpt.write_text('https://example.com/edsr.pth\n')
+        expected = 'is not a PyTorch checkpoint'
+    elif case == 'truncated':
+        save_generator(MODELS.build(dict(type='GhostEDSRNet', **EDSR)),
+                       str(ckpt))
+        ckpt.write_bytes(ckpt.read_bytes()[:300])
+        expected = 'is not a PyTorch checkpoint: truncated or corrupt'
+    else:
+        expected = f'checkpoint {ckpt} not found'
+    cfg = tiny_config(tmp_path, data, dict(type='GhostEDSRNet', **EDSR),
+                      load_from=str(ckpt))
+    work = tmp_path / 'work'
+    status, err = call('tools/train.py', cfg, '--work-dir', work,
+                       capsys=capsys)
+    assert status == 1
+    assert one_error_line(err).startswith(f'error: load_from: ')
+    assert expected in err, err
+    assert not work.exists()
+
+
 CONFIG_ERRORS = [
     (dict(type='GhostEDSRNet', cheap_op='lernable', **EDSR), {},
      r"unknown `cheap_op` 'lernable'"),
-    (dict(type='GhostEDSRNet', shift_mode='lernable', **EDSR), {},
-     r"unknown `shift_mode` 'lernable'; expected one of \('learnable'"),
     (dict(type='GhostEDSRNet', ratio=1.5, **EDSR), {},
      r'`ratio` \(λ\) must lie in \(0, 1\), got 1.5'),
     (dict(type='CARNNet', mid_channels=8, res_scale=0.1), {},
@@ -217,7 +248,7 @@ def test_resume_from_a_truncated_checkpoint_names_it(tmp_path, data,
                        '--resume', capsys=capsys)
     assert status == 1
     one_error_line(err)
-    assert f'cannot resume: {last}: cannot be read' in err
+    assert f'cannot resume: {last} is not a PyTorch checkpoint' in err
     assert f'--resume --cfg-options load_from={work}/iter_2.pth' in err
     assert sorted(p.name for p in work.iterdir()) == [
         'iter_2.pth', 'iter_4.pth', 'last_checkpoint'

@@ -7,6 +7,7 @@ from mmagic.registry import HOOKS
 
 from ghostsr_mm.checkpoint import load_generator_state
 from ghostsr_mm.models.clustering import check_pretrained, cluster_init
+from ghostsr_mm.utils import InputError
 
 
 def unwrap_generator(runner):
@@ -21,7 +22,9 @@ class GhostClusterInitHook(Hook):
     """Initialise the ghost generator from a pre-trained regular one
     (GhostSR Eq. 7-9) before training starts.
 
-    Does nothing when training resumes (the resumed weights win). Runs the
+    Does nothing when training resumes or starts from ``load_from`` (the
+    weights the user gave win; mmengine loads them before this hook runs,
+    and the hook logs that it kept them). Runs the
     same :func:`~ghostsr_mm.models.clustering.cluster_init` as
     ``tools/cluster_init.py``, so both give the same weights.
 
@@ -45,14 +48,19 @@ class GhostClusterInitHook(Hook):
         state = load_generator_state(self.pretrained)
         try:
             check_pretrained(getattr(model, 'generator', model), state)
-        except ValueError as err:
-            raise ValueError(f'GhostClusterInitHook: {self.pretrained}: '
+        except InputError as err:
+            raise InputError(f'GhostClusterInitHook: {self.pretrained}: '
                              f'{err}') from None
 
     def before_train(self, runner) -> None:
         if runner._resume or runner.iter > 0:
             runner.logger.info('GhostClusterInitHook: resumed training, '
                                'keeping the resumed weights')
+            return
+        if runner._load_from:
+            runner.logger.info(
+                f'GhostClusterInitHook: keeping the weights of load_from '
+                f'({runner._load_from}); not clustering {self.pretrained}')
             return
         state = load_generator_state(self.pretrained)
         generator = unwrap_generator(runner)

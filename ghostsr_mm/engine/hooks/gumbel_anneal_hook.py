@@ -22,7 +22,8 @@ class GumbelAnnealHook(Hook):
     MMagic's SR configs train by iterations, so an epoch is the number of
     iterations that cover the training set once (``len`` of the train
     dataloader: the paper's epoch), ``interval`` iterations when given, or
-    ``max_iters // epochs`` iterations with ``epochs``, which gives a
+    ``ceil(max_iters / epochs)`` iterations with ``epochs`` (so exactly
+    ``epochs`` epochs, the last possibly shorter), which gives a
     training of any length the noise schedule of an ``epochs``-epoch one
     (the paper trains EDSR and RDN for 300 epochs, so the noise is at 5%
     after the first third). With an epoch-based loop the runner's epoch is
@@ -77,7 +78,8 @@ class GumbelAnnealHook(Hook):
             unit = 'epochs (the runner\'s)'
         else:
             if self.epochs is not None:
-                self.interval = max(1, runner.max_iters // self.epochs)
+                self.interval = max(1, math.ceil(runner.max_iters /
+                                                 self.epochs))
             elif self.interval is None:
                 self.interval = max(1, len(runner.train_dataloader))
             total = math.ceil(runner.max_iters / self.interval)

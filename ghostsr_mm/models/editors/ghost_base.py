@@ -1,6 +1,6 @@
 """What every ghost backbone shares: its ghost arguments and model-level
 helpers (inference graph, Gumbel state)."""
-from typing import Dict, Iterator, Optional, Tuple
+from typing import Dict, Iterator, Tuple
 
 import torch.nn as nn
 
@@ -14,13 +14,11 @@ def ghost_layer_args(ratio: float = 0.5,
                      per_channel_shift: bool = False,
                      gumbel_decay: float = 0.97,
                      tau: float = 1.0,
-                     zero_shift_bias: float = 1e-3,
-                     shift_mode: Optional[str] = None) -> Dict:
+                     zero_shift_bias: float = 1e-3) -> Dict:
     """The GhostConv2d arguments of a ghost backbone (paper defaults:
     λ = 0.5, d = 1, a = 0.97, τ = 1; ``zero_shift_bias`` is the initial
-    W' at the zero offset); ``shift_mode`` is the former name of
-    ``cheap_op``."""
-    args = dict(
+    W' at the zero offset)."""
+    return dict(
         ratio=ratio,
         max_offset=max_offset,
         cheap_op=cheap_op,
@@ -28,9 +26,6 @@ def ghost_layer_args(ratio: float = 0.5,
         gumbel_decay=gumbel_decay,
         tau=tau,
         zero_shift_bias=zero_shift_bias)
-    if shift_mode is not None:
-        args['shift_mode'] = shift_mode
-    return args
 
 
 class GhostModelMixin:

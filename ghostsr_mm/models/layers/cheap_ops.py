@@ -16,7 +16,7 @@ and an entry in :data:`CHEAP_OPS`.
 * ``fixed`` — given offsets, saved in the state dict (the inference graph);
 * ``copy`` — offset 0 (Table 3's "no learnable shift");
 * ``depthwise`` — a 3x3 depthwise conv of the intrinsic features
-  (Ghost-DW of Table 2, GhostNet's cheap operation); ``'dw'`` is accepted.
+  (Ghost-DW of Table 2, GhostNet's cheap operation).
 """
 from typing import TYPE_CHECKING, Dict, Optional, Type
 
@@ -159,16 +159,11 @@ CHEAP_OPS: Dict[str, Type[CheapOperation]] = {
     cls.name: cls
     for cls in (LearnableShift, FixedShift, Copy, Depthwise)
 }
-# Older names still accepted.
-ALIASES = {'dw': 'depthwise'}
 
 
-def cheap_operation(name: str,
-                    where: str = 'GhostConv2d',
-                    argument: str = 'cheap_op') -> CheapOperation:
+def cheap_operation(name: str, where: str = 'GhostConv2d') -> CheapOperation:
     """The cheap operation called ``name`` (see :data:`CHEAP_OPS`)."""
-    key = ALIASES.get(name, name)
-    if key not in CHEAP_OPS:
-        raise ValueError(f'{where}: unknown `{argument}` {name!r}; expected '
+    if name not in CHEAP_OPS:
+        raise ValueError(f'{where}: unknown `cheap_op` {name!r}; expected '
                          f'one of {tuple(CHEAP_OPS)}')
-    return CHEAP_OPS[key]()
+    return CHEAP_OPS[name]()

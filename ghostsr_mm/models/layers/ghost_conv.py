@@ -46,10 +46,7 @@ class GhostConv2d(nn.Module):
             (:mod:`.cheap_ops`): 'learnable' (the paper's learned shift),
             'fixed' (given offsets: the inference graph), 'copy' (offset 0:
             Table 3's "no learnable shift") or 'depthwise' (a 3x3 depthwise
-            conv: Ghost-DW of Table 2; 'dw' is accepted). Default:
-            'learnable'.
-        shift_mode (str, optional): The former name of ``cheap_op``, still
-            accepted. Default: None.
+            conv: Ghost-DW of Table 2). Default: 'learnable'.
         per_channel_shift (bool): Learn one shift per ghost channel instead
             of one per layer (the paper). Default: False.
         gumbel_decay (float): a of Eq. 3. Default: 0.97.
@@ -92,17 +89,13 @@ class GhostConv2d(nn.Module):
                  zero_shift_bias: float = 1e-3,
                  name: Optional[str] = None,
                  device=None,
-                 dtype=None,
-                 shift_mode: Optional[str] = None) -> None:
+                 dtype=None) -> None:
         super().__init__()
         where = f'GhostConv2d {name!r}' if name else 'GhostConv2d'
         if not 0 < ratio < 1:
             raise ValueError(f'{where}: `ratio` (λ) must lie in (0, 1), got '
                              f'{ratio}')
-        argument = 'cheap_op'
-        if shift_mode is not None:
-            cheap_op, argument = shift_mode, 'shift_mode'
-        operation = cheap_operation(cheap_op, where, argument)
+        operation = cheap_operation(cheap_op, where)
         if not isinstance(max_offset, int) or max_offset < 0:
             raise ValueError(f'{where}: `max_offset` (d) must be an int >= 0, '
                              f'got {max_offset!r}')
@@ -154,11 +147,6 @@ class GhostConv2d(nn.Module):
         """The name of the cheap operation ('learnable', 'fixed', 'copy',
         'depthwise')."""
         return self.cheap_operation.name
-
-    @property
-    def shift_mode(self) -> str:
-        """The former name of :attr:`cheap_op`."""
-        return self.cheap_op
 
     @property
     def gumbel_epoch(self) -> int:
