@@ -158,10 +158,19 @@ def main(argv=None) -> int:
         raise UserError('--fp16 needs --device cuda (use --bf16 on the CPU)')
     if args.device == 'cuda' and not torch.cuda.is_available():
         raise UserError('--device cuda: no CUDA GPU is visible')
-    if args.batch_size is not None and args.batch_size < 1:
-        raise UserError(f'--batch-size must be >= 1, got {args.batch_size}')
+    for flag, low in (('batch_size', 1), ('tile', 1), ('tile_overlap', 0)):
+        value = getattr(args, flag)
+        if value is not None and value < low:
+            raise UserError(f'--{flag.replace("_", "-")} must be >= {low}, '
+                            f'got {value}')
     inputs = list_images(args.input)
     outputs = output_paths(inputs, args.output, osp.isfile(args.input))
+    import cv2
+    for path in outputs:
+        if not cv2.haveImageWriter(path):
+            raise UserError(f'{path}: no image encoder for '
+                            f'"{osp.splitext(path)[1]}"; use .png, .jpg, '
+                            '.bmp or .tif')
     targets = outputs + ([routing_path(p) for p in outputs]
                          if args.save_routing else [])
     existing = [p for p in targets if osp.exists(p)]
@@ -193,7 +202,8 @@ def main(argv=None) -> int:
             raise UserError('--cost-penalty must be a finite number, got '
                             f'{args.cost_penalty}')
         model.cost_penalty = args.cost_penalty
-    tile = args.tile or (32 if classsr else max(512, 4 * overlap))
+    tile = args.tile if args.tile is not None else (
+        32 if classsr else max(512, 4 * overlap))
     batch_size = args.batch_size or (64 if classsr else 4)
     if tile <= 2 * overlap:
         what = '' if args.tile_overlap else ', the receptive-field radius'

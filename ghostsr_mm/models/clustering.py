@@ -4,8 +4,12 @@
 For every ghost layer, in network order:
 
 * Eq. 9: keep only the input channels that the previous ghost layer made
-  intrinsic (when that layer feeds this one: its outputs are this layer's
-  inputs and this layer is not grouped);
+  intrinsic, where that layer's output is this layer's whole input (through
+  an activation only, as the model declares in ``screened_inputs()``: EDSR's
+  and CARN's conv2 after conv1), and this layer is not grouped. A layer fed
+  by a residual sum (EDSR's next block), a 1x1 fusion (CARN) or a
+  concatenation (RDN's dense layers) sees other features than the previous
+  layer's intrinsic and ghost channels, and is clustered on all inputs;
 * Eq. 7: k-means (scikit-learn, seeded) of the vectorised filters into
   (1 - λ)·c_o clusters, within each group for grouped convs;
 * Eq. 8: per cluster, the filter nearest to the centroid is intrinsic; its
@@ -18,7 +22,7 @@ regular layers take their pre-trained weights unchanged.
 """
 import warnings
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Tuple
 
 import numpy as np
 import torch
@@ -26,8 +30,7 @@ import torch.nn as nn
 from sklearn.cluster import KMeans
 from torch import Tensor
 
-from ghostsr_mm.models.layers import (GhostConv2d, by_order_mapping,
-                                      ghost_layers)
+from ghostsr_mm.models.layers import by_order_mapping, ghost_layers
 from ghostsr_mm.utils import InputError
 
 __all__ = [
@@ -211,7 +214,8 @@ def cluster_init(model: nn.Module,
             filters of each group, ghosts by order: the baseline that
             ignores the pre-trained redundancy). Default: 'kmeans'.
         screen_inputs (bool): Apply Eq. 9 (cluster on the input channels
-            the previous ghost layer made intrinsic). Default: True.
+            the feeding ghost layer made intrinsic, for the layers of
+            ``model.screened_inputs()``). Default: True.
 
     Returns:
         ClusterReport: Per-layer clusters and the layers not in
@@ -248,12 +252,12 @@ def cluster_init(model: nn.Module,
             raise ValueError(f'cluster_init: layer {name!r}: the pre-trained '
                              f'weight has shape {tuple(w.shape)}, the ghost '
                              f'layer expects {expected}')
-    # Ghost layers, in network order (Eq. 9 needs the previous one).
-    previous: Optional[Tuple[GhostConv2d, np.ndarray]] = None
+    # Ghost layers, in network order (Eq. 9 needs the feeding one first).
+    feeds = model.screened_inputs() if hasattr(model,
+                                               'screened_inputs') else {}
     with torch.no_grad():
         for name, layer in layers.items():
             if name in report.missing:
-                previous = None
                 continue
             w = pretrained[f'{name}.weight'].to(layer.conv.weight)
             b = pretrained.get(f'{name}.bias')
@@ -266,9 +270,9 @@ def cluster_init(model: nn.Module,
                 clusters = LayerClusters(keep, src, ghost, dist)
             else:
                 screened = w
-                if (screen_inputs and previous is not None and groups == 1
-                        and previous[0].out_channels == layer.in_channels):
-                    screened = w[:, torch.as_tensor(previous[1])]  # Eq. 9
+                feeding = report.layers.get(feeds.get(name))
+                if screen_inputs and feeding is not None and groups == 1:
+                    screened = w[:, torch.as_tensor(feeding.keep)]  # Eq. 9
                 clusters = cluster_filters(screened, layer.num_intrinsic,
                                            groups, seed)
             keep = torch.as_tensor(clusters.keep)
@@ -277,7 +281,6 @@ def cluster_init(model: nn.Module,
                 layer.conv.bias.copy_(b.to(layer.conv.bias)[keep])
             layer.set_mapping(clusters.src, clusters.ghost)
             report.layers[name] = clusters
-            previous = (layer, clusters.keep)
     # Ghost layers were set above; everything else comes from `regular`.
     missing = model.load_state_dict(regular, strict=False).missing_keys
     ghost_prefixes = tuple(f'{n}.' for n in layers)

@@ -1,4 +1,7 @@
 """ClassSR: Class-Module, losses, routing, and the tiler with a router."""
+import glob
+import os.path as osp
+
 import numpy as np
 import pytest
 import torch
@@ -411,3 +414,43 @@ def test_classsr_predictions_and_the_routing_metric():
     assert result['flops_ratio'] == pytest.approx(expected)
     with pytest.raises(KeyError, match='needs a ClassSR model'):
         metric.process(None, [dict(output=dict(pred_img=sr[0]))])
+
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+CLASSSR_CONFIGS = sorted(
+    glob.glob(osp.join(ROOT, 'configs', 'classsr', '*.py')))
+
+
+@pytest.mark.parametrize('path', CLASSSR_CONFIGS, ids=osp.basename)
+def test_every_classsr_config_builds_with_ghost_branches(path):
+    """Each shipped ClassSR config with its CARN-M branches made ghost (the
+    widths 36 / 52 / 64, whose group convs have 4 groups): before, width 36
+    failed (`groups=4 must divide ... = 18`). The intrinsic channels are
+    rounded up to a multiple of the groups, and the model runs."""
+    from mmengine.config import Config
+    from mmagic.registry import MODELS
+    cfg = Config.fromfile(path)
+
+    def ghost(branch):
+        return dict(branch, type='GhostCARNNet')
+
+    gen = cfg.model.generator
+    if gen.type == 'ClassSRNet':
+        gen.branches = [ghost(b) for b in gen.branches]
+    else:
+        cfg.model.generator = ghost(gen)
+    model = MODELS.build(cfg.model).generator
+    branches = model.branches if gen.type == 'ClassSRNet' else [model]
+    for branch in branches:
+        layers = list(branch.ghost_layers())
+        assert layers
+        for name, layer in layers:
+            groups = layer.conv.groups
+            assert layer.num_intrinsic % groups == 0, name
+            # the smallest such count at or above half the channels
+            half = -(-layer.out_channels // 2)
+            assert layer.num_intrinsic == -(-half // groups) * groups, name
+    lr = torch.rand(1, 3, 8, 8)
+    with torch.no_grad():
+        out = (branches[0] if gen.type == 'ClassSRNet' else model).eval()(lr)
+    assert out.shape == (1, 3, 32, 32)

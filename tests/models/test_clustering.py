@@ -220,3 +220,45 @@ def test_refuses_checkpoints_that_initialise_nothing():
     report = cluster_init(ghost, extra)
     assert report.unused == ['head.extra.weight']
     assert any('head.extra.weight' in line for line in report.lines())
+
+
+@pytest.mark.parametrize('kind, cfg, screened', [
+    # EDSR: conv2 reads relu(conv1); conv1 of the next block and
+    # conv_after_body read the residual stream (a sum): not screened.
+    ('EDSRNet', EDSR, {'body.0.conv2', 'body.1.conv2'}),
+    # CARN: conv2 after conv1 in each residual block; conv1 after a block
+    # input or a 1x1 fusion, and the x2 upsampler after the body: not.
+    ('CARNNet', dict(mid_channels=16, multi_scale=False, upscale_factor=2),
+     {f'blocks.{b}.blocks.{r}.conv2' for b in range(3) for r in range(3)}),
+    # CARN-M: its residual blocks are group convs, left unscreened.
+    ('CARNNet', dict(mid_channels=16, efficient=True), set()),
+])
+def test_eq9_screens_by_the_real_data_flow(monkeypatch, kind, cfg,
+                                           screened):
+    """Eq. 9 drops a layer's input channels that the layer feeding it made
+    ghosts, only where that layer's output is its whole input. Before, any
+    layer whose in_channels equalled the previous ghost layer's
+    out_channels was screened, across residual sums and 1x1 fusions."""
+    from ghostsr_mm.models import clustering
+    seen = {}
+    original = clustering.cluster_filters
+
+    def recording(weight, num_intrinsic, groups, seed):
+        seen[len(seen)] = weight.shape[1]
+        return original(weight, num_intrinsic, groups, seed)
+
+    monkeypatch.setattr(clustering, 'cluster_filters', recording)
+    regular = MODELS.build(dict(type=kind, **cfg))
+    ghost = MODELS.build(dict(type=f'Ghost{kind}', **cfg))
+    report = cluster_init(ghost, regular.state_dict())
+    names = list(report.layers)
+    layers = dict(ghost.ghost_layers())
+    assert len(seen) == len(names)
+    for i, name in enumerate(names):
+        full = layers[name].conv.weight.shape[1]
+        feeding = ghost.screened_inputs().get(name)
+        expected = (layers[feeding].num_intrinsic if name in screened else
+                    full)
+        assert seen[i] == expected, name
+    assert {n for i, n in enumerate(names) if seen[i] < layers[n].conv.weight
+            .shape[1]} == screened

@@ -215,7 +215,9 @@ def test_inference_graph_has_no_gumbel_parameters_and_same_output():
         (dict(ratio=0.0), r"'body.0.conv1'.*ratio.*\(0, 1\)"),
         (dict(ratio=1.0), r'ratio.*\(0, 1\)'),
         (dict(out_channels=1), r'out_channels.*too few'),
-        (dict(groups=3, in_channels=6), r'groups.*3.*must divide'),
+        (dict(groups=4, in_channels=4, out_channels=4),
+         r'groups=4.*rounded up to a multiple of the groups is 4, which '
+         'leaves no ghost'),
         (dict(max_offset=-1), r'max_offset.*>= 0'),
         (dict(cheap_op='roll'), r"unknown `cheap_op` 'roll'"),
         (dict(cheap_op='dw'), r"unknown `cheap_op` 'dw'; expected one of"),

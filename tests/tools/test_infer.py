@@ -127,7 +127,23 @@ def test_bad_arguments_are_refused_before_work(setup, capsys):
     status, cap = infer(root / 'ghost.py', other, root / 'images/rgb.png',
                         root / 'z.png', capsys=capsys)
     assert status == 1 and 'does not match the model GhostEDSRNet' in cap.err
+    # Before: --tile 0 silently used the default; .xyz failed in cv2 after
+    # the whole computation.
+    for flag, value, message in [('--tile', '0', '--tile must be >= 1, '
+                                  'got 0'),
+                                 ('--tile-overlap', '-1',
+                                  '--tile-overlap must be >= 0, got -1')]:
+        status, cap = infer(root / 'ghost.py', root / 'train.pth',
+                            root / 'images/rgb.png', root / 'x.png', flag,
+                            value, capsys=capsys)
+        assert status == 1 and message in cap.err, cap.err
+    status, cap = infer(root / 'ghost.py', root / 'train.pth',
+                        root / 'images/rgb.png', root / 'out.xyz',
+                        capsys=capsys)
+    assert status == 1
+    assert 'out.xyz: no image encoder for ".xyz"' in cap.err, cap.err
     assert not (root / 'x.png').exists() and not (root / 'z.png').exists()
+    assert not (root / 'out.xyz').exists()
 
 
 @pytest.mark.slow

@@ -35,6 +35,15 @@ class GhostModelMixin:
         """(name, layer) of each distinct GhostConv2d, in network order."""
         return ghost_layers(self)
 
+    def screened_inputs(self) -> Dict[str, str]:
+        """{ghost layer: the ghost layer whose output is its whole input}
+        (through an activation only), for Eq. 9's screening in
+        :func:`~ghostsr_mm.models.clustering.cluster_init`. A layer fed by
+        a residual sum, a concatenation or a regular conv is not listed:
+        its input channels are not that layer's intrinsic and ghost
+        features. Default: none."""
+        return {}
+
     def convert_to_inference(self: nn.Module,
                              inplace: bool = False) -> nn.Module:
         """The inference graph: learnable shifts fixed to argmax W', no

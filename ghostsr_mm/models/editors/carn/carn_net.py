@@ -299,6 +299,15 @@ class GhostCARNNet(GhostModelMixin, CARNNet):
         ghostify(self, self.ghost_layer_names(),
                  **ghost_layer_args(**ghost_args))
 
+    def screened_inputs(self) -> Dict[str, str]:
+        """conv2 reads relu(conv1) in every residual block (CARN-M's are
+        group convs, which Eq. 9 leaves unscreened); conv1 reads a block
+        input or a 1x1 fusion's output, and the upsamplers the body's sum:
+        not screened."""
+        return {f'{p}.conv2': f'{p}.conv1'
+                for p in {n.rpartition('.')[0]
+                          for n in self.conv3x3_body_names()}}
+
     def ghost_layer_names(self) -> List[str]:
         names = self.conv3x3_body_names()
         for key in self.ghost_upsamplers:

@@ -1,5 +1,5 @@
 """Ghost EDSR (GhostSR Table 1) on MMagic's EDSRNet."""
-from typing import List, Sequence
+from typing import Dict, List, Sequence
 
 from mmagic.models.archs import ResidualBlockNoBN
 from mmagic.models.editors.edsr.edsr_net import EDSRNet
@@ -64,6 +64,12 @@ class GhostEDSRNet(GhostModelMixin, EDSRNet):
             res_scale=res_scale)
         ghostify(self, self.ghost_layer_names(),
                  **ghost_layer_args(**ghost_args))
+
+    def screened_inputs(self) -> Dict[str, str]:
+        """conv2 reads relu(conv1) in every block; conv1 and
+        conv_after_body read the residual stream (a sum), not screened."""
+        return {f'body.{i}.conv2': f'body.{i}.conv1'
+                for i in range(self.num_blocks)}
 
     def ghost_layer_names(self) -> List[str]:
         names = []
