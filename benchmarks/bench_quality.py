@@ -117,9 +117,10 @@ def parse_args(argv=None):
     parser.add_argument('--tag', help='suffix of the output files')
     parser.add_argument('--overwrite', action='store_true')
     parser.add_argument('--report', metavar='JSONL', help='only write the '
-                        'report from the runs saved in this file (every '
-                        'run appends its rows to <out>.runs.jsonl as it '
-                        'ends)')
+                        'report from what this file holds (a run writes '
+                        'the complexity and latency it measured, then '
+                        'each training\'s rows as it ends, to '
+                        '<out>.runs.jsonl); nothing is measured again')
     args = parser.parse_args(argv)
     unknown = sorted(set(args.arms) - set(ARMS))
     if unknown:
@@ -207,7 +208,7 @@ def _fine_tune(net, data, iters, seed, recipe):
 
 def _offsets_and_oracle(net, val, choose=False):
     from ghostsr_mm.models.layers import convert_to_inference
-    from ghostsr_mm.models.shift_oracle import shift_oracle
+    from ghostsr_mm.analysis.shift_oracle import shift_oracle
     inference = convert_to_inference(net)
     oracle = shift_oracle(inference, val, choose=choose)
     return inference, dict(
@@ -462,26 +463,34 @@ def main(argv=None):
     from quality_lib import (TEST_PHOTOS, TRAIN_PHOTOS, PairSet, evaluate,
                              load_photo)
     start = time.time()
-    # Latency first, while nothing else runs.
-    widths, comp = {}, {}
-    for model in args.models:
-        for scale in args.scales:
-            key = f'{model}_x{scale}'
-            comp[key] = complexity(model, scale)
-            widths[key] = comp[key]['narrow_widths']
-            print(f'{key}: narrow widths {widths[key]}', flush=True)
-    bicubic = {f'x{s}': evaluate(None, PairSet(
-        [load_photo(p) for p in TEST_PHOTOS], s))['psnr']
-        for s in args.scales}
-    if args.report:
+    if args.report:  # what was measured, as it was measured: nothing re-run
         with open(args.report) as f:
-            runs = [json.loads(line) for line in f if line.strip()]
+            rows = [json.loads(line) for line in f if line.strip()]
+        if not rows or 'measured' not in rows[0]:
+            raise SystemExit(f'{args.report}: no measured complexity on its '
+                             'first line; not a .runs.jsonl of this script')
+        comp = rows[0]['measured']['complexity']
+        bicubic = rows[0]['measured']['bicubic']
+        runs = rows[1:]
     else:
+        # Latency first, while nothing else runs.
+        widths, comp = {}, {}
+        for model in args.models:
+            for scale in args.scales:
+                key = f'{model}_x{scale}'
+                comp[key] = complexity(model, scale)
+                widths[key] = comp[key]['narrow_widths']
+                print(f'{key}: narrow widths {widths[key]}', flush=True)
+        bicubic = {f'x{s}': evaluate(None, PairSet(
+            [load_photo(p) for p in TEST_PHOTOS], s))['psnr']
+            for s in args.scales}
         tasks = make_tasks(args, widths)
         saved = out_json[:-len('.json')] + '.runs.jsonl'
         runs = []
         with mp.get_context('spawn').Pool(args.jobs) as pool, \
                 open(saved, 'w') as log:
+            log.write(json.dumps(dict(measured=dict(
+                complexity=comp, bicubic=bicubic))) + '\n')
             for rows in pool.imap_unordered(run_task, tasks):
                 runs += rows
                 log.writelines(json.dumps(r) + '\n' for r in rows)

@@ -1,7 +1,8 @@
-from .hooks import DumpMetricsHook, GhostClusterInitHook, GumbelAnnealHook
+from .hooks import (DumpMetricsHook, FreezeModulesHook, GhostClusterInitHook,
+                    GumbelAnnealHook)
 from .optimizers import BF16AmpOptimWrapper
 
 __all__ = [
-    'BF16AmpOptimWrapper', 'DumpMetricsHook', 'GhostClusterInitHook',
-    'GumbelAnnealHook'
+    'BF16AmpOptimWrapper', 'DumpMetricsHook', 'FreezeModulesHook',
+    'GhostClusterInitHook', 'GumbelAnnealHook'
 ]

@@ -4,7 +4,7 @@ import torch
 from mmagic.registry import MODELS
 
 from ghostsr_mm.models.layers import convert_to_inference, ghost_layers
-from ghostsr_mm.models.shift_oracle import shift_oracle
+from ghostsr_mm.analysis.shift_oracle import shift_oracle
 
 GHOST = dict(type='GhostEDSRNet', in_channels=3, out_channels=3,
              mid_channels=8, num_blocks=1, upscale_factor=2)

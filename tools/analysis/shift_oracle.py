@@ -30,7 +30,7 @@ import torch  # noqa: E402
 from ghostsr_mm.apis import load_sr_model, read_image  # noqa: E402
 from ghostsr_mm.cli import refuse_to_overwrite, run_tool  # noqa: E402
 from ghostsr_mm.datasets import check_sr_pairs  # noqa: E402
-from ghostsr_mm.models.shift_oracle import shift_oracle  # noqa: E402
+from ghostsr_mm.analysis.shift_oracle import shift_oracle  # noqa: E402
 
 
 def parse_args(argv=None):

@@ -2,19 +2,12 @@
 from typing import Optional
 
 from mmengine.hooks import Hook
-from mmengine.model import is_model_wrapper
 from mmagic.registry import HOOKS
 
 from ghostsr_mm.checkpoint import load_generator_state
 from ghostsr_mm.models.clustering import check_pretrained, cluster_init
+from ghostsr_mm.models.utils import unwrap_generator
 from ghostsr_mm.utils import InputError
-
-
-def unwrap_generator(runner):
-    """The generator of the runner's (possibly DDP-wrapped) model."""
-    model = runner.model.module if is_model_wrapper(
-        runner.model) else runner.model
-    return getattr(model, 'generator', model)
 
 
 @HOOKS.register_module()

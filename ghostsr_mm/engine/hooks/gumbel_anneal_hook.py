@@ -6,7 +6,7 @@ from mmengine.hooks import Hook
 from mmagic.registry import HOOKS
 
 from ghostsr_mm.models.layers import ghost_layers
-from .cluster_init_hook import unwrap_generator
+from ghostsr_mm.models.utils import unwrap_generator
 
 
 def gumbel_epoch(iteration: int, interval: int) -> int:

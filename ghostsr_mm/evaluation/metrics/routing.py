@@ -6,7 +6,7 @@ from mmagic.evaluation.metrics.base_sample_wise_metric import \
     BaseSampleWiseMetric
 from mmagic.registry import METRICS
 
-from ghostsr_mm.apis.classsr import routing_flops
+from ghostsr_mm.models.editors.classsr.routing import routing_flops
 from ghostsr_mm.models.editors.classsr.classsr import class_name
 
 

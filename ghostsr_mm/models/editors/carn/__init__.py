@@ -1,3 +1,3 @@
-from .carn_net import CARNNet, GhostCARNNet, narrowed_state_dict
+from .carn_net import CARNNet, GhostCARNNet
 
-__all__ = ['CARNNet', 'GhostCARNNet', 'narrowed_state_dict']
+__all__ = ['CARNNet', 'GhostCARNNet']

@@ -98,7 +98,7 @@ class ClassSR(BaseEditModel):
         return self.routed(inputs)[0]
 
     def routed(self, inputs: Tensor):
-        from ghostsr_mm.apis.classsr import routed_inference
+        from .routing import routed_inference
         return routed_inference(self.generator, inputs, **self.tiling)
 
     def forward_inference(self,
@@ -122,6 +122,6 @@ class ClassSR(BaseEditModel):
         """Per-sub-image cost of the classifier and of each branch (cached;
         see :func:`ghostsr_mm.apis.classsr.branch_flops`)."""
         if getattr(self, '_flops', None) is None:
-            from ghostsr_mm.apis.classsr import branch_flops
+            from .routing import branch_flops
             self._flops = branch_flops(self.generator, self.tiling['tile'])
         return self._flops
