@@ -10,6 +10,7 @@ import torch
 from mmengine.runner import Runner
 
 from helpers import make_sr_data, tiny_sr_config, y_psnr
+from ghostsr_mm.checkpoint import read_checkpoint  # noqa: E402
 
 SMALL_EDSR = dict(
     type='EDSRNet',
@@ -83,9 +84,8 @@ def test_train_validate_checkpoint_test_resume(tmp_path, data_root):
     resumed.train()
     assert resumed.iter == 6
     assert osp.isfile(osp.join(cfg.work_dir, 'iter_6.pth'))
-    before = torch.load(ckpt, weights_only=True)['state_dict']
-    after = torch.load(
-        osp.join(cfg.work_dir, 'iter_6.pth'), weights_only=True)
+    before = read_checkpoint(ckpt)['state_dict']
+    after = read_checkpoint(osp.join(cfg.work_dir, 'iter_6.pth'))
     assert after['meta']['iter'] == 6
     key = 'generator.conv_first.weight'
     assert not torch.equal(before[key], after['state_dict'][key])

@@ -10,9 +10,36 @@ from typing import Callable, Dict, List, Tuple
 import torch
 
 __all__ = [
-    'interleaved_times', 'interleaved_median_times', 'median_times',
-    'paired_ratio', 'results_path'
+    'interleaved_times', 'interleaved_median_times', 'machine',
+    'median_times', 'paired_ratio', 'results_path'
 ]
+
+
+def machine(device: str = 'cpu') -> Dict[str, object]:
+    """What a timing depends on: the CPU model and its vector extensions
+    (AVX2, AVX-512, AMX: oneDNN's convolutions differ by several times
+    between them), the threads, torch, and the GPU when ``device`` is
+    cuda."""
+    import platform
+    cpu, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                key, _, value = line.partition(':')
+                if key.strip() == 'model name':
+                    cpu = value.strip()
+                elif key.strip() == 'flags':
+                    flags = set(value.split())
+                    break
+    except OSError:
+        pass
+    info = dict(cpu=cpu, vector=[
+        name for name, flag in (('AVX2', 'avx2'), ('AVX-512', 'avx512f'),
+                                ('AMX', 'amx_tile')) if flag in flags
+    ], threads=torch.get_num_threads(), torch=torch.__version__)
+    if device == 'cuda':
+        info['gpu'] = torch.cuda.get_device_name()
+    return info
 
 
 def interleaved_times(fns: Dict[str, Callable[[], object]],

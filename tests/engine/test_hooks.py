@@ -14,6 +14,7 @@ TOOLS = osp.join(osp.dirname(osp.dirname(osp.dirname(__file__))), 'tools')
 sys.path.insert(0, TOOLS)
 import cluster_init as cluster_cli  # noqa: E402
 from ghostsr_mm.cli import run_tool  # noqa: E402
+from ghostsr_mm.checkpoint import read_checkpoint  # noqa: E402
 
 GHOST = dict(
     type='GhostEDSRNet',
@@ -77,7 +78,7 @@ def test_hook_matches_cli_and_leaves_resumed_weights(tmp_path, data_root,
     cfg.dump(cfg_path)
     out = str(tmp_path / 'ghost_init.pth')
     assert cluster_cli.main([pretrained, cfg_path, out]) == 0
-    cli_state = torch.load(out, weights_only=True)['state_dict']
+    cli_state = read_checkpoint(out)['state_dict']
 
     runner = Runner.from_cfg(cfg)
     runner.train()
@@ -94,8 +95,7 @@ def test_hook_matches_cli_and_leaves_resumed_weights(tmp_path, data_root,
                if k.endswith('.src'))
 
     # Resume: the resumed (trained) weights win over the clustering.
-    resumed_from = torch.load(
-        osp.join(cfg.work_dir, 'iter_2.pth'), weights_only=True)['state_dict']
+    resumed_from = read_checkpoint(osp.join(cfg.work_dir, 'iter_2.pth'))['state_dict']
     cfg2 = tiny_sr_config(str(tmp_path), data_root, generator=GHOST, iters=3)
     cfg2.custom_hooks = cfg.custom_hooks
     cfg2.resume = True
@@ -126,7 +126,7 @@ def test_cli_refuses_to_overwrite(tmp_path, pretrained, capsys):
     assert run_tool(cluster_cli.main,
                     [pretrained, str(cfg), str(out), '--force']) == 0
     assert 'blocks' not in capsys.readouterr().err
-    assert torch.load(out, weights_only=True)['meta']['seed'] == 0
+    assert read_checkpoint(out)['meta']['seed'] == 0
 
 
 @pytest.mark.slow

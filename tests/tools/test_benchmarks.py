@@ -225,249 +225,137 @@ def test_bench_quality_end_to_end(tmp_path):
     assert again['complexity'] == result['complexity']
 
 
-@pytest.mark.slow
-def test_bench_classsr_end_to_end(tmp_path, capsys):
-    """Two iterations per stage on shrunk photos: the set figures are the
-    tile-weighted figures of the photos, every FLOPs ratio is the routing's
-    (hand formula from the saved shares and per-tile costs), a second run
-    reuses the trained weights, and the routing picture is written."""
-    import subprocess
-    import sys
-    argv = ['--iters', '2', '--classifier-iters', '2', '--joint-iters',
-            '2', '--ghost-iters', '2', '--repeats', '2', '--max-side',
-            '200', '--out-dir', str(tmp_path)]
+def test_bench_classsr_stages_run_the_shipped_configs(tmp_path,
+                                                   monkeypatch):
+    """Each stage is a tool run on a config of configs/classsr made to use
+    the photos, chained by its checkpoints; a second run reuses every
+    stage. (The tools themselves train in test_classsr_tools.py.)"""
+    from mmengine.config import Config
+    bench = load_script('bench_classsr')
+    calls = []
 
-    def bench(*extra):
-        """A successful run with ``extra`` arguments; its stdout."""
-        done = subprocess.run(
-            [sys.executable, osp.join(ROOT, 'benchmarks', 'bench_classsr.py'),
-             *argv, *extra], capture_output=True, text=True)
-        assert done.returncode == 0, done.stderr[-3000:]
-        return done.stdout
+    def fake_tool(name, *argv):
+        calls.append((name, [str(a) for a in argv]))
+        if name == 'train.py':  # the checkpoint it would write
+            cfg = Config.fromfile(argv[0])
+            with open(osp.join(cfg.work_dir,
+                               f'iter_{cfg.train_cfg.max_iters}.pth'),
+                      'w') as f:
+                f.write('weights')
 
-    out = bench()
+    monkeypatch.setattr(bench, 'tool', fake_tool)
+    args = bench.parse_args(['--iters', '3', '--classifier-iters', '4',
+                             '--joint-iters', '5', '--ghost-iters', '6',
+                             '--work-dir', str(tmp_path)])
+    roots = dict(train=str(tmp_path / 'train'), val=str(tmp_path / 'val'))
+    original, joint, ghosts, widths = bench.Stages(args, roots).run()
+    assert widths == [36, 52, 64]
+    names = [Config.fromfile(a[0]).work_dir.rpartition('/')[2]
+             if n == 'train.py' else n for n, a in calls]
+    assert names == ['original', 'classsr_prepare.py', 'branch_simple',
+                     'branch_medium', 'branch_hard', 'classifier', 'joint',
+                     'ghost_simple', 'ghost_medium', 'ghost_hard']
+    cfg = {n: Config.fromfile(osp.join(tmp_path, n, 'config.py'))
+           for n in names if not n.endswith('.py')}
+    subs = str(tmp_path / 'classsr_x4')
+    assert calls[1][1][:2] == [osp.join(roots['train'], 'HR'), subs]
+    assert calls[1][1][-1] == original
+    assert original == str(tmp_path / 'original' / 'iter_3.pth')
+    assert cfg['original'].train_dataloader.dataset.data_root == \
+        roots['train']
+    for k, c in enumerate(('simple', 'medium', 'hard')):
+        gen = cfg[f'branch_{c}'].model.generator
+        assert (gen.type, gen.mid_channels) == ('CARNNet', widths[k])
+        assert gen.init_cfg == dict(type='NarrowedPretrained',
+                                    checkpoint=original)
+        data = cfg[f'branch_{c}'].train_dataloader.dataset
+        assert (data.data_root, data.ann_file) == (subs,
+                                                   f'meta_info_{c}.txt')
+        assert cfg[f'branch_{c}'].val_dataloader.dataset.data_root == \
+            roots['val']
+        ghost = cfg[f'ghost_{c}']
+        assert ghost.model.generator.type == 'GhostCARNNet'
+        assert ghost.custom_hooks[0] == dict(
+            type='GhostClusterInitHook',
+            pretrained=str(tmp_path / f'branch_{c}' / 'iter_3.pth'))
+        assert ghosts[k] == str(tmp_path / f'ghost_{c}' / 'iter_6.pth')
+    loaded = cfg['classifier'].model.generator.branches
+    assert [b.init_cfg.checkpoint for b in loaded] == [
+        str(tmp_path / f'branch_{c}' / 'iter_3.pth')
+        for c in ('simple', 'medium', 'hard')]
+    assert cfg['classifier'].train_cfg.max_iters == 4
+    assert cfg['joint'].load_from == str(tmp_path / 'classifier' /
+                                         'iter_4.pth')
+    assert joint == str(tmp_path / 'joint' / 'iter_5.pth')
+    (tmp_path / 'classsr_x4').mkdir()
+    (tmp_path / 'classsr_x4' / 'meta_info_all.txt').write_text('')
+    calls.clear()
+    bench.Stages(args, roots).run()
+    assert calls == []
+
+
+def test_bench_classsr_measures_the_trained_models(tmp_path, monkeypatch,
+                                                   capsys):
+    """Given the stages' checkpoints: every FLOPs ratio is the routing's
+    (hand formula from the shares and per-tile costs), the totals weigh the
+    photos by their tiles, the ghost branches cost what their ghost convs
+    save, and the result files are written."""
+    from mmagic.registry import MODELS
+
+    from ghostsr_mm.checkpoint import save_generator
+    from ghostsr_mm.models import ClassSRNet
+    bench = load_script('bench_classsr')
+    torch.manual_seed(0)
+
+    def carn_m(width, kind='CARNNet'):
+        return MODELS.build(dict(type=kind, mid_channels=width,
+                                 upscale_factor=4, efficient=True))
+
+    widths = [36, 52, 64]
+    paths = dict(original=str(tmp_path / 'original.pth'),
+                 joint=str(tmp_path / 'joint.pth'))
+    save_generator(carn_m(64), paths['original'])
+    save_generator(ClassSRNet([carn_m(w) for w in widths]), paths['joint'])
+    ghosts = []
+    for w in widths:
+        ghosts.append(str(tmp_path / f'ghost{w}.pth'))
+        save_generator(carn_m(w, 'GhostCARNNet'), ghosts[-1])
+    pairs = {}
+    for name, h, w in (('a', 40, 72), ('b', 70, 36)):
+        lr = torch.rand(1, 3, h, w)
+        pairs[name] = (lr, torch.rand(1, 3, 4 * h, 4 * w))
+    monkeypatch.setattr(bench, 'prepare_photos', lambda args: ({}, pairs))
+    monkeypatch.setattr(bench.Stages, 'run', lambda self: (
+        paths['original'], paths['joint'], ghosts, widths))
+    assert bench.main(['--repeats', '2', '--out-dir', str(tmp_path)]) == 0
     result = json.loads((tmp_path / 'classsr_cpu.json').read_text())
     flops = result['flops_per_tile']
-    # Ghost branches: half of each 3x3 group conv's outputs (4 groups) is
-    # not computed, per 32x32 tile: 18 block convs (w -> w, three cascading
-    # blocks x the shared block used three times x two convs).
-    for k, w in enumerate((32, 48, 64)):
-        saved = 18 * (w // 2) * (w // 4) * 9 * 32 * 32
+    # Each ghost branch skips the intrinsic-less half of its 3x3 group
+    # convs: 18 of them (three cascading blocks, the shared block three
+    # times, two convs), w -> w with 4 groups, intrinsic rounded up to a
+    # multiple of 4 (width 36: 20, 52: 28), per 32x32 tile.
+    for k, w in enumerate(widths):
+        ghosts_made = w - -(-(w // 2) // 4) * 4
+        saved = 18 * ghosts_made * (w // 4) * 9 * 32 * 32
         assert (flops['ClassSR']['branches'][k] -
                 flops['ClassSR-ghost']['branches'][k]) == saved
     tiles = {}
     for row in result['rows']:
+        assert row['models']['original']['flops_ratio'] == 1.0
         for name in ('ClassSR', 'ClassSR-ghost'):
-            e = row['models'][name]
-            cost = flops[name]
+            e, cost = row['models'][name], flops[name]
             expected = (sum(s * f for s, f in zip(e['shares'],
                                                   cost['branches'])) +
                         cost['classifier']) / flops['original']
             assert e['flops_ratio'] == pytest.approx(expected)
             tiles.setdefault(name, []).append((e['tiles'], e['flops_ratio']))
-        assert row['models']['original']['flops_ratio'] == 1.0
-        for name in ('ClassSR', 'ClassSR-ghost'):  # each branch alone
-            assert len(row['branches'][name]) == 3
-            shares = row['models'][name]['shares']
-            if max(shares) == 1.0:  # one branch took every tile
-                assert row['models'][name]['psnr_rgb'] == pytest.approx(
-                    row['branches'][name][shares.index(1.0)])
-            # The perfect routing spends no more than the classifier's.
-            assert row['oracle'][name]['flops_ratio'] <= \
-                row['models'][name]['flops_ratio'] + 1e-9
-    for name, pairs in tiles.items():
-        weighted = sum(n * r for n, r in pairs) / sum(n for n, _ in pairs)
+    for name, counts in tiles.items():
+        weighted = sum(n * r for n, r in counts) / sum(n for n, _ in counts)
         assert result['totals'][name]['flops_ratio'] == pytest.approx(
             weighted)
-        assert (f'| **all** | {name} |') in out
-    assert '| photo | ClassSR | perfect routing |' in out
-    assert (tmp_path / 'classsr_cpu_routing.png').stat().st_size > 0
-    # Each branch starts from the reference cut to its width: two Adam
-    # steps of at most ~1e-3 each away from it.
-    import glob
-    import torch
-    from ghostsr_mm.models import CARNNet, narrowed_state_dict
-    cache = tmp_path / 'classsr_cache'
-    found = [p for p in glob.glob(str(cache / 'original-*.pth'))
-             if 'continued' not in p]
-    assert len(found) == 1
-    reference = torch.load(found[0], weights_only=True)
-    assert 'original-continued: trained' in out
-    for k, width in enumerate((32, 48, 64)):
-        branch = torch.load(glob.glob(str(cache / f'branch{k}-*.pth'))[0],
-                            weights_only=True)
-        start = narrowed_state_dict(
-            reference, CARNNet(mid_channels=width, upscale_factor=4,
-                               efficient=True))
-        assert max((branch[n] - w).abs().max().item()
-                   for n, w in start.items()) < 3e-3
-    assert 'branches of width 32 / 48 / 64 (from the reference)' in \
-        (tmp_path / 'classsr_cpu.md').read_text()
-    assert 'joint: loaded from' in bench('--tag', 'again')
-    # A FLOPs budget: the penalty calibrated on the training halves routes
-    # them within it, recorded with the run.
-    assert 'ghost2: loaded from' in bench('--tag', 'budget',
-                                          '--flops-target', '0.8')
-    budget = json.loads((tmp_path / 'classsr_cpu_budget.json').read_text())
-    assert budget['cost_penalty'] != 0.0
-    assert (f'Routing with cost penalty {budget["cost_penalty"]:.3f}, '
-            "calibrated on the training halves' LR to FLOPs 0.8") in \
-        (tmp_path / 'classsr_cpu_budget.md').read_text()
-    # Calibrated on the test photos' LR: their routing keeps the budget.
-    # Both x4 upsampler convs ghost too: their w -> 4w convs at 32x32 and
-    # 64x64 save as much again as 5 x 4 = 20 block convs.
-    # The ghost variant on a budget of its own, in the original's FLOPs.
-    bench('--tag', 'budget_test', '--flops-target', '0.8', '--calibrate-on',
-          'test', '--ghost-upsampler', 'all', '--ghost-flops-target', '0.5')
-    on_test = json.loads(
-        (tmp_path / 'classsr_cpu_budget_test.json').read_text())
-    assert on_test['totals']['ClassSR']['flops_ratio'] <= 0.8
-    assert on_test['totals']['ClassSR-ghost']['flops_ratio'] <= 0.5
-    assert on_test['ghost_cost_penalty'] != on_test['cost_penalty']
-    cost = on_test['flops_per_tile']
-    for k, w in enumerate((32, 48, 64)):
-        saved = (18 + 20) * (w // 2) * (w // 4) * 9 * 32 * 32
-        assert (cost['ClassSR']['branches'][k] -
-                cost['ClassSR-ghost']['branches'][k]) == saved
-    assert "calibrated on the test photos' LR to FLOPs 0.8" in \
-        (tmp_path / 'classsr_cpu_budget_test.md').read_text()
-    second = json.loads((tmp_path / 'classsr_cpu_again.json').read_text())
-    assert second['totals']['ClassSR']['psnr_rgb'] == pytest.approx(
-        result['totals']['ClassSR']['psnr_rgb'])
-    # Labels by the gain over bicubic: the original is reused, every stage
-    # after the labelling trains again.
-    gain = bench('--tag', 'gain', '--label-by', 'gain')
-    assert 'original: loaded from' in gain
-    assert 'original-continued: loaded from' in gain
-    assert 'branch0: loaded from' not in gain
-    labels = json.loads((tmp_path / 'classsr_cpu_gain.json').read_text())[
-        'labels']
-    assert labels['label_by'] == 'gain'
-    # Scores are minus the gain, highest (smallest gain) simple.
-    assert labels['score_thresholds'][0] >= labels['score_thresholds'][1]
-    # The official code's Average-Loss: branches reused, classifier and
-    # later stages trained again.
-    official = bench('--tag', 'official', '--average-loss', 'official')
-    assert 'branch2: loaded from' in official
-    assert 'classifier: trained' in official
-    assert 'joint: trained' in official
-
-
-def test_bench_classsr_stage3_on_outputs_computed_once():
-    """Stage 3 on the branches' outputs computed once trains the classifier
-    exactly as running the branches every step (stage 4's loop with no
-    branch parameters), for branches that commute with the flips and
-    rotations of the augmentation."""
-    import torch
-    from torch import nn
-
-    from ghostsr_mm.models import ClassSRNet
-
-    class Nearest(nn.Module):
-        def __init__(self, gain):
-            super().__init__()
-            self.gain = gain
-
-        def forward(self, x):
-            return self.gain * nn.functional.interpolate(x, scale_factor=4)
-
-    bench = load_script('bench_classsr')
-    torch.manual_seed(0)
-    lr, gt = torch.rand(40, 3, 32, 32), torch.rand(40, 3, 128, 128)
-    nets = [ClassSRNet([Nearest(g) for g in (0.8, 1.0, 1.2)])
-            for _ in range(2)]
-    nets[1].load_state_dict(nets[0].state_dict())
-    start = {n: p.clone() for n, p in nets[0].classifier.named_parameters()}
-    bench.train_classsr(nets[0], lr, gt, 6, 5, 1e-3, official=True)
-    bench.train_classifier(nets[1], lr, gt, 6, 5, 1e-3, official=True)
-    for (name, a), b in zip(nets[0].classifier.named_parameters(),
-                            nets[1].classifier.parameters()):
-        assert not torch.equal(a, start[name])  # it learned
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
-
-
-def test_bench_classsr_perfect_routing_beats_every_cheaper_routing():
-    """The perfect routing of a 4-tile image, checked against all 81
-    routings: within the FLOPs budget, and no routing that costs no more
-    has a smaller total squared error (errors computed here, tile by
-    tile); the output is the routed tiles, blended."""
-    import itertools
-
-    import torch
-    from torch import nn
-
-    from ghostsr_mm.analysis import count_flops
-    from ghostsr_mm.apis import tile_layout, tiled_inference
-    from ghostsr_mm.models import ClassSRNet
-    bench = load_script('bench_classsr')
-    torch.manual_seed(0)
-    net = ClassSRNet([
-        nn.Sequential(nn.Conv2d(3, c, 3, padding=1), nn.Conv2d(c, 48, 1),
-                      nn.PixelShuffle(4)) for c in (2, 4, 8)
-    ]).eval()
-    lr, gt = torch.rand(1, 3, 58, 58), torch.rand(1, 3, 232, 232)
-    layout = tile_layout(58, 58, bench.TILE, bench.OVERLAP)
-    assert len(layout) == 4
-    flops = [count_flops(b, (3, 32, 32)) for b in net.branches]
-    with torch.no_grad():
-        errors = [[(b(lr[:, :, y:y + 32, x:x + 32]) -
-                    gt[:, :, 4 * y:4 * y + 128, 4 * x:4 * x + 128]
-                    ).pow(2).sum().item() for b in net.branches]
-                  for (y, x), _ in layout]
-    for budget in (flops[0], (flops[0] + flops[2]) / 2, 0.8 * flops[2],
-                   flops[2]):
-        classes, sr = bench.oracle_routing(net, lr, gt, budget)
-        cost = sum(flops[k] for k in classes.tolist()) / 4
-        assert cost <= budget
-        error = sum(e[k] for e, k in zip(errors, classes.tolist()))
-        for routing in itertools.product(range(3), repeat=4):
-            if sum(flops[k] for k in routing) / 4 <= cost:
-                assert sum(e[k] for e, k in zip(errors, routing)) >= \
-                    error * (1 - 1e-6)
-        batches = iter([classes])
-        expected = tiled_inference(lambda x: net.route(x, next(batches)),
-                                   lr, 32, bench.OVERLAP, 64, blend=True)
-        torch.testing.assert_close(sr, expected)
-    # All the budget: each tile to its most accurate branch.
-    classes, _ = bench.oracle_routing(net, lr, gt, flops[2])
-    assert classes.tolist() == [min(range(3), key=e.__getitem__)
-                                for e in errors]
-
-
-@pytest.mark.slow
-def test_bench_classsr_width_latency(tmp_path):
-    """--width-latency: one row per branch, ratios to width 64, trains
-    nothing; an existing table is kept without --overwrite."""
-    import subprocess
-    import sys
-    argv = [sys.executable, osp.join(ROOT, 'benchmarks', 'bench_classsr.py'),
-            '--width-latency', '--repeats', '2', '--out-dir', str(tmp_path)]
-    out = subprocess.run(argv, capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr[-3000:]
-    rows = {r['model']: r for r in json.loads(
-        (tmp_path / 'classsr_cpu_widths.json').read_text())['rows']}
-    widths = (32, 36, 48, 52, 64)
-    assert sorted(rows) == sorted([f'CARN-M {w}' for w in widths] +
-                                  [f'GhostCARN-M {w}' for w in widths])
-    assert rows['CARN-M 64']['flops_ratio'] == 1.0
-    assert rows['CARN-M 64']['time_ratio'] == [1.0, 1.0, 1.0]
-    regular = [rows[f'CARN-M {w}']['flops'] for w in widths]
-    assert regular == sorted(regular)
-    for w in widths:  # the shift costs nothing, the intrinsic conv less
-        assert rows[f'GhostCARN-M {w}']['flops'] < rows[f'CARN-M {w}'][
-            'flops']
-        assert len(rows[f'CARN-M {w}']['times']) == 2
-    assert not list((tmp_path).glob('classsr_cache*'))  # nothing trained
-    again = subprocess.run(argv, capture_output=True, text=True)
-    assert again.returncode == 1 and '--overwrite' in again.stderr
-
-
-def test_bench_classsr_calibrate_on_needs_a_budget(capsys):
-    bench = load_script('bench_classsr')
-    with pytest.raises(SystemExit):
-        bench.parse_args(['--calibrate-on', 'test'])
-    assert '--calibrate-on calibrates a budget: give --flops-target or ' \
-        '--ghost-flops-target too' in capsys.readouterr().err
-    args = bench.parse_args(['--calibrate-on', 'test', '--ghost-flops-target',
-                             '0.4'])
-    assert (args.calibrate_on, args.ghost_flops_target) == ('test', 0.4)
+    out = capsys.readouterr().out
+    assert bench.markdown(result) in out
+    assert '| **all** | ClassSR-ghost |' in out
+    assert (tmp_path / 'classsr_cpu_routing.png').read_bytes()[:4] == \
+        b'\x89PNG'
+    assert result['machine']['threads'] == torch.get_num_threads()

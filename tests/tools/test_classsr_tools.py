@@ -18,6 +18,7 @@ from ghostsr_mm.apis import write_data_config
 from ghostsr_mm.datasets import crop_starts, label_by_psnr
 from helpers import make_sr_data, synthetic_images
 from test_tools import ROOT, run_tool
+from ghostsr_mm.checkpoint import read_checkpoint  # noqa: E402
 
 STAGE2 = ('simple', 'medium', 'hard')
 CONFIGS = sorted(glob.glob(osp.join(ROOT, 'configs', 'classsr', '*.py')))
@@ -169,11 +170,9 @@ def test_staged_recipe_through_the_tools(tmp_path):
     log = out.stdout + out.stderr
     assert 'FreezeModulesHook: froze generator.branches' in log
     assert 'loss_average' in log and 'share_hard' in log
-    stage3 = torch.load(str(work / 'classifier' / 'iter_2.pth'),
-                        weights_only=True)['state_dict']
+    stage3 = read_checkpoint(str(work / 'classifier' / 'iter_2.pth'))['state_dict']
     for k, name in enumerate(STAGE2):
-        branch = torch.load(str(work / name / 'iter_2.pth'),
-                            weights_only=True)['state_dict']
+        branch = read_checkpoint(str(work / name / 'iter_2.pth'))['state_dict']
         for key, value in branch.items():
             if key.startswith('generator.'):
                 mine = key.replace('generator.',
@@ -186,8 +185,7 @@ def test_staged_recipe_through_the_tools(tmp_path):
                                           'iter_2.pth'))
     out = run_tool('tools/train.py', cfg, '--work-dir', str(work / 'joint'))
     assert out.returncode == 0, out.stderr[-3000:]
-    stage4 = torch.load(str(work / 'joint' / 'iter_2.pth'),
-                        weights_only=True)['state_dict']
+    stage4 = read_checkpoint(str(work / 'joint' / 'iter_2.pth'))['state_dict']
     key = 'generator.branches.2.entry.weight'
     assert not torch.equal(stage4[key], stage3[key])  # branches train
 

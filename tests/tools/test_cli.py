@@ -14,6 +14,7 @@ from ghostsr_mm.checkpoint import save_generator
 from ghostsr_mm.cli import run_tool
 from ghostsr_mm.models.layers import convert_to_inference
 from helpers import make_sr_data
+from ghostsr_mm.checkpoint import read_checkpoint  # noqa: E402
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 EDSR = dict(in_channels=3, out_channels=3, mid_channels=8, num_blocks=1,
@@ -296,7 +297,7 @@ def test_shift_oracle_tool(tmp_path, data, capsys):
                        '--save-chosen', str(chosen)])
     assert status == 0, capsys.readouterr().err
     from ghostsr_mm.apis import load_sr_model
-    state = torch.load(chosen, weights_only=True)['state_dict']
+    state = read_checkpoint(chosen)['state_dict']
     assert any(k.endswith('.offsets') for k in state)
     layers = dict(load_sr_model(cfg, str(chosen)).ghost_layers())
     for r in json.loads(out.read_text()):
@@ -313,7 +314,7 @@ def test_shift_oracle_tool(tmp_path, data, capsys):
     status = run_tool(load_tool('tools/analysis/shift_oracle.py').main,
                       args + ['--force'])
     assert status == 0, capsys.readouterr().err
-    assert torch.load(chosen, weights_only=True)['state_dict'].keys() == \
+    assert read_checkpoint(chosen)['state_dict'].keys() == \
         state.keys()
 
 

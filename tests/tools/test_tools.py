@@ -17,6 +17,7 @@ from mmagic.registry import MODELS
 
 from ghostsr_mm.apis import write_data_config
 from helpers import make_sr_data
+from ghostsr_mm.checkpoint import read_checkpoint  # noqa: E402
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIGS = sorted(
@@ -94,7 +95,7 @@ def test_train_regular_then_ghost_then_test(tmp_path, data):
     assert 'GhostClusterInitHook: initialised from' in log
     assert 'mean ghost-to-intrinsic distance' in log
     ckpt = str(tmp_path / 'ghost' / 'iter_2.pth')
-    state = torch.load(ckpt, weights_only=True)['state_dict']
+    state = read_checkpoint(ckpt)['state_dict']
     assert 'generator.body.0.conv1.shift_logits' in state
 
     # Testing clusters nothing: the hook's regular checkpoint may be gone.
@@ -134,8 +135,7 @@ def test_amp_training_learns_the_float32_shifts(tmp_path, data):
         mixed = ('AmpOptimWrapper' if torch.cuda.is_available() else
                  'BF16AmpOptimWrapper')
         assert dumped == (mixed if amp else 'OptimWrapper')
-        states[amp] = torch.load(str(work / 'iter_4.pth'),
-                                 weights_only=True)['state_dict']
+        states[amp] = read_checkpoint(str(work / 'iter_4.pth'))['state_dict']
     keys = [k for k in states[True] if k.endswith('shift_logits')]
     assert len(keys) == 5  # 2 blocks x 2 convs + the body's last conv
     for k in keys:
@@ -219,7 +219,7 @@ def test_deploy_and_onnx_round_trip(tmp_path):
     out, onnx_path = tmp_path / 'deployed.pth', tmp_path / 'model.onnx'
     assert deploy.main([str(cfg_path), str(ckpt), str(out), '--onnx',
                         str(onnx_path)]) == 0
-    state = torch.load(out, weights_only=True)['state_dict']
+    state = read_checkpoint(out)['state_dict']
     assert not any('shift_logits' in k for k in state)
     fixed = MODELS.build(
         dict(
