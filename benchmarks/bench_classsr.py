@@ -4,8 +4,8 @@ branches. Every stage trains through a shipped config and the project's
 tools, as a user would; this script prepares the photos, runs the stages
 and measures.
 
-    python benchmarks/bench_classsr.py [--iters 1600]
-        [--classifier-iters 3000] [--joint-iters 100] [--ghost-iters 300]
+    python benchmarks/bench_classsr.py [--iters 500]
+        [--classifier-iters 300] [--joint-iters 100] [--ghost-iters 200]
         [--flops-budget R] [--repeats 5] [--max-side N]
         [--work-dir work_dirs/bench_classsr] [--out-dir benchmarks/results]
         [--overwrite]
@@ -20,7 +20,9 @@ on a config of ``configs/classsr`` made to use these photos and --iters by
 --work-dir is not run again.
 
   0. the hard-branch config (CARN-M, width 64) on the photos: the original
-     network, and the reference that labels the sub-images;
+     network, and the reference that labels the sub-images (stages 0, 2
+     and G train on 16-pixel LR patches, the classifier stages on whole
+     sub-images);
   1. ``tools/classsr_prepare.py``: 32x32 LR sub-images of the training
      photos, labelled simple / medium / hard by the reference's PSNR;
   2. the three branch configs (width 36 / 52 / 64), each started from the
@@ -53,6 +55,10 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 
 SCALE, TILE, OVERLAP, BATCH = 4, 32, 2, 64
+# GT patches of the single networks' stages (0, 2, G): 16 LR pixels, a
+# quarter of a sub-image's cost per step; the classifier stages take whole
+# sub-images, as the configs do.
+PATCH = 16 * SCALE
 TEST_PHOTOS = ('skimage:retina', 'skimage:hubble_deep_field')
 CLASSES = ('simple', 'medium', 'hard')
 CONFIGS = osp.join(ROOT, 'configs', 'classsr')
@@ -60,11 +66,11 @@ CONFIGS = osp.join(ROOT, 'configs', 'classsr')
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--iters', type=int, default=1600,
+    parser.add_argument('--iters', type=int, default=500,
                         help='iterations of the original and of each branch')
-    parser.add_argument('--classifier-iters', type=int, default=3000)
+    parser.add_argument('--classifier-iters', type=int, default=300)
     parser.add_argument('--joint-iters', type=int, default=100)
-    parser.add_argument('--ghost-iters', type=int, default=300)
+    parser.add_argument('--ghost-iters', type=int, default=200)
     parser.add_argument('--flops-budget', type=float, default=None,
                         help='route with the cost penalty calibrated on the '
                         'validation photos to this share of the hard '
@@ -134,7 +140,7 @@ class Stages:
         self.subs = osp.join(args.work_dir, 'classsr_x4')
 
     def train(self, name, base, iters, data_root=None, ann_file='',
-              overrides=None):
+              overrides=None, patch=TILE * SCALE):
         from ghostsr_mm.apis import write_data_config
         work = osp.join(self.args.work_dir, name)
         ckpt = osp.join(work, f'iter_{iters}.pth')
@@ -147,7 +153,7 @@ class Stages:
             batch_size=16, dataset=dict(ann_file=ann_file))
         cfg = write_data_config(
             osp.join(work, 'config.py'), base, data_root or self.subs,
-            iters, scale=SCALE, gt_patch=TILE * SCALE,
+            iters, scale=SCALE, gt_patch=patch,
             val_root=self.roots['val'], overrides=overrides)
         start = time.time()
         tool('train.py', cfg)
@@ -161,7 +167,7 @@ class Stages:
                   for c in CLASSES]
         # 0. the original (and reference): CARN-M width 64 on the photos
         original = self.train('original', branch[2], args.iters,
-                              self.roots['train'])
+                              self.roots['train'], patch=PATCH)
         # 1. labelled sub-images
         if not osp.exists(osp.join(self.subs, 'meta_info_all.txt')):
             tool('classsr_prepare.py', osp.join(self.roots['train'], 'HR'),
@@ -170,7 +176,7 @@ class Stages:
                  '--reference-checkpoint', original)
         # 2. branches, from the original cut to their widths
         branches = [self.train(
-            f'branch_{c}', branch[k], args.iters,
+            f'branch_{c}', branch[k], args.iters, patch=PATCH,
             ann_file=f'meta_info_{c}.txt', overrides=dict(model=dict(
                 generator=dict(init_cfg=dict(type='NarrowedPretrained',
                                              checkpoint=original)))))
@@ -195,7 +201,7 @@ class Stages:
             overrides=dict(load_from=classifier))
         # G. ghost branches, clustered from the trained ones
         ghosts = [self.train(
-            f'ghost_{c}', branch[k], args.ghost_iters,
+            f'ghost_{c}', branch[k], args.ghost_iters, patch=PATCH,
             ann_file=f'meta_info_{c}.txt', overrides=dict(
                 model=dict(generator=dict(type='GhostCARNNet',
                                           zero_shift_bias=1.0)),

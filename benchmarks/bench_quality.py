@@ -27,9 +27,11 @@ offset then chosen on the validation loss (the shift oracle). The narrow
 regular arms have the widest width whose FLOPs, parameters or measured CPU
 latency do not exceed the ghost model's.
 
-Writes Markdown to stdout and to benchmarks/results/quality_cpu[_TAG].md,
-every run to quality_cpu[_TAG].json and a PSNR-versus-FLOPs plot to
-quality_cpu[_TAG].png (an existing file is kept unless --overwrite).
+Prints the tables, writes every run to benchmarks/results/
+quality_cpu[_TAG].json and a PSNR-versus-FLOPs plot to quality_cpu[_TAG].png
+(an existing file is kept unless --overwrite); while it runs, what it has
+measured goes to quality_cpu[_TAG].runs.jsonl (--report rebuilds the
+tables from it, e.g. after an interrupted run).
 """
 import argparse
 import json
@@ -55,7 +57,7 @@ MODELS = {
 }
 WIDTH = 'mid_channels'
 # The learned shift's settings: the paper's, and the tuned ones of
-# benchmarks/README.md ("Why the learned shift lost to a copy").
+# benchmarks/README.md ("Quality").
 RECIPES = {
     'paper': dict(logit_lr_mult=1.0, zero_shift_bias=1e-3, epochs=100),
     'tuned': dict(logit_lr_mult=100.0, zero_shift_bias=1.0, epochs=300),
@@ -457,7 +459,6 @@ def main(argv=None):
     from ghostsr_mm.analysis import results_path
     name = 'quality_cpu' + (f'_{args.tag}' if args.tag else '')
     out_json = results_path(args.out_dir, f'{name}.json', args.overwrite)
-    out_md = results_path(args.out_dir, f'{name}.md', args.overwrite)
     out_png = results_path(args.out_dir, f'{name}.png', args.overwrite)
     import torch
     from quality_lib import (TEST_PHOTOS, TRAIN_PHOTOS, PairSet, evaluate,
@@ -513,10 +514,8 @@ def main(argv=None):
             key: {arm: {k: v for k, v in st.items() if k != 'rows'}
                   for arm, st in arms.items()}
             for key, arms in result['summary'].items()}), f, indent=1)
-    with open(out_md, 'w') as f:
-        f.write(text + '\n')
     plot(result, out_png)
-    print(f'wrote {out_json}, {out_md}, {out_png} '
+    print(f'wrote {out_json}, {out_png} '
           f'({result["seconds"]} s)')
     return 0
 
