@@ -4,7 +4,7 @@ Conv-0.5x width reference) in one run.
     python benchmarks/bench_models.py [--device cpu] [--repeats 9]
         [--min-seconds 60 (CPU), 3 (CUDA)] [--scales 2]
         [--models edsr_c256b32 edsr_c64b16 rdn carn carn_m]
-        [--no-train] [--compile] [--ablate-fusion] [--channels-last]
+        [--no-train] [--compile] [--ablate-fusion]
         [--out-dir benchmarks/results] [--overwrite]
 
 Inference: the ghost models as their inference graph, torch.inference_mode,
@@ -31,7 +31,6 @@ stdout and JSON to benchmarks/results/models_<device>[_<variant>].json
 import argparse
 import json
 import os.path as osp
-import platform
 import subprocess
 import sys
 
@@ -41,7 +40,7 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import ghostsr_mm  # noqa: E402,F401
 from ghostsr_mm.analysis import (count_flops, count_params,  # noqa: E402
-                                 interleaved_times, median_times,
+                                 interleaved_times, machine, median_times,
                                  paired_ratio, results_path)
 from ghostsr_mm.models.layers import (GhostConv2d,  # noqa: E402
                                       concat_with_torch_cat,
@@ -151,19 +150,15 @@ def unfuse_epilogues(model):
 
 
 def bench_inference(kinds, scale, device, repeats, use_compile,
-                    channels_last=False, ablate_fusion=False,
-                    min_seconds=0.0):
+                    ablate_fusion=False, min_seconds=0.0):
     size = 512 if device == 'cuda' else 128
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    x = torch.rand(1, 3, size, size, device=device).contiguous(
-        memory_format=fmt)
+    x = torch.rand(1, 3, size, size, device=device)
     sync = torch.cuda.synchronize if device == 'cuda' else (lambda: None)
     rows = []
     for kind in kinds:
         variants = ('regular', 'ghost', 'half') + (
             ('unfused', 'cat') if ablate_fusion else ())
-        models = {v: build(kind, scale, v).to(device, memory_format=fmt)
-                  for v in variants}
+        models = {v: build(kind, scale, v).to(device) for v in variants}
         fns = {v: (torch.compile(m) if use_compile else m)
                for v, m in models.items()}
         if use_compile:  # the eager models in the same rounds
@@ -270,8 +265,6 @@ def main(argv=None):
                         help='also time the ghost models with the '
                         'ReLU / residual epilogue run as separate ops, and '
                         'with every concat made by torch.cat')
-    parser.add_argument('--channels-last', action='store_true',
-                        help='channels_last models and inputs')
     parser.add_argument('--out-dir', default=osp.join(ROOT, 'benchmarks',
                                                       'results'),
                         help='where the JSON goes')
@@ -280,26 +273,22 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.min_seconds is None:
         args.min_seconds = 3.0 if args.device == 'cuda' else 60.0
-    name = (f'models_{args.device}' +
-            ('_channels_last' if args.channels_last else '') +
-            ('_compile' if args.compile else '') +
+    name = (f'models_{args.device}' + ('_compile' if args.compile else '') +
             ('_ablate_fusion' if args.ablate_fusion else ''))
     try:
         path = results_path(args.out_dir, f'{name}.json', args.overwrite)
     except FileExistsError as e:
         parser.error(str(e))
     device = args.device
-    machine = (torch.cuda.get_device_name() if device == 'cuda' else
-               f'{platform.processor() or platform.machine()}, '
-               f'{torch.get_num_threads()} threads')
+    info = machine(device)
     rows = []
     for scale in args.scales:
         rows += bench_inference(args.models, scale, device, args.repeats,
-                                args.compile, args.channels_last,
-                                args.ablate_fusion, args.min_seconds)
-    layout = 'channels_last' if args.channels_last else 'NCHW'
-    print(f'\n### whole models, {device} ({machine}), inference, '
-          f'{layout}' + (', torch.compile' if args.compile else '') + '\n')
+                                args.compile, args.ablate_fusion,
+                                args.min_seconds)
+    print(f'\n### whole models, {device} ({info.get("gpu", info["cpu"])}, '
+          f'{info["threads"]} threads), inference' +
+          (', torch.compile' if args.compile else '') + '\n')
     print('| model | input | params reg / ghost (M) | FLOPs ratio | '
           'latency reg / ghost / 0.5x (ms) | '
           'latency ratio, of medians | latency ratio, round by round: '
@@ -354,8 +343,10 @@ def main(argv=None):
               f"{train['round_ratio_quartiles'][1]:.2f}, "
               f"{len(train['latency_rounds_s']['ghost'])} rounds)")
     with open(path, 'w') as f:
-        json.dump(dict(machine=machine, compile=args.compile,
-                       layout=layout, repeats=args.repeats,
+        json.dump(dict(machine=info, compile=args.compile,
+                       command=' '.join(['python benchmarks/bench_models.py']
+                                        + sys.argv[1:]),
+                       repeats=args.repeats,
                        min_seconds=args.min_seconds,
                        inference=rows, train=train), f, indent=1)
 

@@ -20,7 +20,6 @@ benchmarks/results/onnx_cpu.json.
 import argparse
 import json
 import os.path as osp
-import platform
 import subprocess
 import sys
 import tempfile
@@ -153,10 +152,10 @@ def main(argv=None):
             row[f'{backend}_round_ratio'] = paired_ratio(t, 'ghost',
                                                          'regular')
         rows.append(row)
-    machine = (f'{platform.processor() or platform.machine()}, '
-               f'{args.threads} threads, onnxruntime {ort.__version__}, '
-               f'torch {torch.__version__}')
-    print(f'\n### ONNX Runtime vs PyTorch, CPU ({machine})\n')
+    from ghostsr_mm.analysis import machine as machine_info
+    machine = dict(machine_info(), threads=args.threads,
+                   onnxruntime=ort.__version__)
+    print(f'\n### ONNX Runtime vs PyTorch, CPU ({machine["cpu"]})\n')
     print('| model | input | ONNX Runtime regular / ghost (ms) | ORT ratio '
           '(round by round) | PyTorch regular / ghost (ms) | PyTorch ratio '
           '(round by round) | rounds |')

@@ -38,7 +38,6 @@ import json
 import multiprocessing as mp
 import os
 import os.path as osp
-import platform
 import statistics
 import sys
 import time
@@ -424,7 +423,8 @@ def markdown(result):
     lines.append(
         f'Parent {cfg["parent_iters"]} iterations, fine-tune '
         f'{cfg["iters"]}; test photos: {", ".join(cfg["test_photos"])}. '
-        f'{result["machine"]}.')
+        f'{result["machine"]["cpu"]}, {result["machine"]["threads"]} '
+        'threads.')
     return '\n'.join(lines)
 
 
@@ -456,7 +456,7 @@ def plot(result, path):
 
 def main(argv=None):
     args = parse_args(argv)
-    from ghostsr_mm.analysis import results_path
+    from ghostsr_mm.analysis import machine, results_path
     name = 'quality_cpu' + (f'_{args.tag}' if args.tag else '')
     out_json = results_path(args.out_dir, f'{name}.json', args.overwrite)
     out_png = results_path(args.out_dir, f'{name}.png', args.overwrite)
@@ -501,8 +501,7 @@ def main(argv=None):
         config=dict(vars(args), train_photos=TRAIN_PHOTOS,
                     test_photos=TEST_PHOTOS, recipes=RECIPES,
                     flops_shape=FLOPS_SHAPE),
-        machine=f'{platform.processor() or platform.machine()}, '
-        f'{os.cpu_count()} CPUs, torch {torch.__version__}',
+        machine=machine(),
         seconds=round(time.time() - start),
         bicubic=bicubic, complexity=comp,
         summary={f'{m}_x{s}': arms for (m, s), arms in summary.items()},

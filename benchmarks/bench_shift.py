@@ -18,14 +18,13 @@ unless --overwrite).
 import argparse
 import json
 import os.path as osp
-import platform
 import sys
 
 import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-from ghostsr_mm.analysis import (interleaved_times,  # noqa: E402
+from ghostsr_mm.analysis import (interleaved_times, machine,  # noqa: E402
                                  median_times, paired_ratio, results_path)
 from ghostsr_mm.models.layers import GhostConv2d, conv_epilogue  # noqa: E402
 from ghostsr_mm.ops import ghost_shift  # noqa: E402
@@ -171,10 +170,9 @@ def main(argv=None):
                     for c in (256, 64)]
         layer_rows = [bench_layer(c, size, device, args.repeats)
                       for c in (64, 256)]
-        machine = (torch.cuda.get_device_name() if device == 'cuda' else
-                   f'{platform.processor() or platform.machine()}, '
-                   f'{torch.get_num_threads()} threads')
-        print(f'\n### ghost shift op, {device} ({machine})\n')
+        info = machine(device)
+        print(f'\n### ghost shift op, {device} ({info.get("gpu", info["cpu"])},'
+              f' {info["threads"]} threads)\n')
         print('| output | op (ms) | clone (ms) | op / clone '
               '(round quartiles) | into a buffer: op / copy_ (round '
               'quartiles) | naive / op | backward / forward | '
@@ -207,7 +205,7 @@ def main(argv=None):
                   f"{r['write_output_ms']:.3f} ms = "
                   f"{r['write_output_in_full'] * 100:.1f}% of the full conv")
         with open(paths[device], 'w') as f:
-            json.dump(dict(machine=machine, op=ops_rows, layer=layer_rows),
+            json.dump(dict(machine=info, op=ops_rows, layer=layer_rows),
                       f, indent=1)
 
 

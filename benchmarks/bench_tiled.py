@@ -18,7 +18,6 @@ checked. Markdown to stdout, JSON to benchmarks/results/tiled_cpu.json.
 import argparse
 import json
 import os.path as osp
-import platform
 import subprocess
 import sys
 import tempfile
@@ -120,10 +119,10 @@ def main(argv=None):
                 rows.append(dict(model=f'{kind} x2', variant=variant,
                                  max_difference=diff, **result))
     import torch
-    machine = (f'{platform.processor() or platform.machine()}, '
-               f'{args.threads} threads, torch {torch.__version__}')
+    from ghostsr_mm.analysis import machine as machine_info
+    machine = dict(machine_info(), threads=args.threads)
     shape = rows[0]['whole']['shape']
-    print(f'\n### Tiled vs whole-image inference, CPU ({machine}); '
+    print(f'\n### Tiled vs whole-image inference, CPU ({machine["cpu"]}); '
           f'LR {shape[3]}x{shape[2]}, tile {args.tile}, batch '
           f'{args.batch_size}\n')
     print('| model | whole: time (s) / peak memory (MiB) | tiled: time (s) '

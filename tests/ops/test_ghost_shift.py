@@ -499,6 +499,7 @@ def test_opcheck_out():
         (x, src, offsets, residual, 0.5, True, torch.empty(2, 8, 5, 6)))
 
 
+@pytest.mark.slow
 @requires_ext
 def test_torch_compile_matches_eager():
     x, src, offsets = sample()
@@ -516,6 +517,7 @@ def test_torch_compile_matches_eager():
     torch.testing.assert_close(xr.grad, xe.grad)
 
 
+@pytest.mark.slow
 @requires_ext
 def test_inductor_writes_out_into_a_buffer():
     """Compiled by inductor (which may pick the layouts of the op's inputs:

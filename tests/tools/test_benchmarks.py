@@ -94,7 +94,7 @@ def test_bench_models_on_cuda(tmp_path, capsys):
     bench.main(['--device', 'cuda', '--models', 'carn_m', '--repeats', '1',
                 '--out-dir', str(tmp_path)])
     result = json.loads((tmp_path / 'models_cuda.json').read_text())
-    assert result['machine'] == torch.cuda.get_device_name()
+    assert result['machine']['gpu'] == torch.cuda.get_device_name()
     assert result['min_seconds'] == 3.0
     (row, ) = result['inference']
     assert row['input'] == '3x512x512'
