@@ -126,6 +126,7 @@ def collapsed_classifier_after(steps, with_average_loss):
     return probs.mean(0), torch.bincount(probs.argmax(1), minlength=3) / 48
 
 
+@pytest.mark.slow
 def test_average_loss_pulls_a_collapsed_classifier_back_to_balance():
     soft, hard = collapsed_classifier_after(0, True)
     assert hard[0] == 1.0 and soft[0] > 0.99
@@ -206,6 +207,7 @@ def test_cost_penalty_moves_eval_routing_by_the_branch_costs():
         ClassSRNet(TINY_BRANCHES, cost_penalty=float('nan'))
 
 
+@pytest.mark.slow
 def test_calibrated_cost_penalty_meets_a_flops_budget_as_closely_as_it_can():
     """On images of other sizes than a tile: routed_inference with the
     penalty costs at most the budget (its own routing, counted by

@@ -213,6 +213,10 @@ def test_backward_matches_reference(dtype):
     for name, gi in layouts(grad):
         out = ops.ghost_shift_backward(gi, src, offsets, 4)
         torch.testing.assert_close(out.double(), expected, **TOL[dtype])
+        # The input gradient keeps a channels_last gradient's layout (no
+        # copy to NCHW and back), as the fake kernel says.
+        assert out.is_contiguous(memory_format=torch.channels_last) == (
+            name == 'channels_last'), name
 
 
 @requires_ext

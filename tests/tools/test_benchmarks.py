@@ -227,6 +227,7 @@ def test_bench_quality_end_to_end(tmp_path):
     assert again['complexity'] == result['complexity']
 
 
+@pytest.mark.slow
 def test_bench_classsr_stages_run_the_shipped_configs(tmp_path,
                                                    monkeypatch):
     """Each stage is a tool run on a config of configs/classsr made to use
@@ -296,6 +297,7 @@ def test_bench_classsr_stages_run_the_shipped_configs(tmp_path,
     assert calls == []
 
 
+@pytest.mark.slow
 def test_bench_classsr_measures_the_trained_models(tmp_path, monkeypatch,
                                                    capsys):
     """Given the stages' checkpoints: every FLOPs ratio is the routing's
