@@ -152,8 +152,7 @@ def check_config(cfg: Config, phases: Sequence[str]):
     """Check, before a Runner is built (it writes the work dir), that the
     model builds with the config's arguments, that the data of ``phases``
     is present and sound, and, for training, that the custom hooks build
-    and accept their inputs (e.g. GhostClusterInitHook's checkpoint) and
-    that ``load_from`` holds the model's weights.
+    and accept their inputs (e.g. GhostClusterInitHook's checkpoint).
 
     Returns:
         nn.Module: The model the config builds, on the ``meta`` device

@@ -1039,3 +1039,26 @@ def test_cuda_more_than_2_31_elements():
     expected = grad[0, 0].clone()
     expected[:-1, 1:] += grad[0, 1, 1:, :-1]
     assert torch.equal(grad_input[0, 0], expected)
+
+
+@requires_ext
+def test_src_written_behind_the_version_counter_is_seen():
+    """Nothing about `src` is remembered between calls: writes that do not
+    bump a tensor's version (through `.data`, a NumPy alias, `set_` onto
+    the same storage) are refused at the next call on the CPU (on a GPU
+    the kernels' asserts stop them: test_grid_emulation.py)."""
+    x, src, offsets = sample()
+    ghost_shift(x, src, offsets)
+    src.data[0] = 4
+    with pytest.raises(ValueError, match=r'`src` values must lie in \[0, 4\)'):
+        ops.ghost_shift(x, src, offsets)
+    src.data[0] = 0
+    ops.ghost_shift(x, src, offsets)
+    src.numpy()[1] = -1
+    with pytest.raises(ValueError, match=r'got values in \[-1, 3\]'):
+        ops.ghost_shift(x, src, offsets)
+    other = torch.tensor([0, 1, 2, 3, 0, 1, 1, 9])
+    with torch.no_grad():
+        src.set_(other.untyped_storage(), 0, src.shape)
+    with pytest.raises(ValueError, match=r'got values in \[0, 9\]'):
+        ops.ghost_shift(x, src, offsets)
