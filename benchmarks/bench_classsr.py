@@ -260,6 +260,10 @@ def evaluate(args, models, pairs):
     rows, classes_of = [], {}
     for photo, (lr, gt) in pairs.items():
         row = dict(photo=photo, lr_size=list(lr.shape[-2:]), models={})
+        up = torch.nn.functional.interpolate(lr, scale_factor=SCALE,
+                                             mode='bicubic')
+        row['bicubic_psnr_rgb'] = float(psnr(quantize(up[0]),
+                                             quantize(gt[0]), SCALE))
         with torch.inference_mode():
             times = interleaved_times(
                 {m: (lambda f=f: f(lr)) for m, f in runs.items()},
@@ -328,6 +332,9 @@ def markdown(result):
     for row in rows:
         size = f' ({"x".join(map(str, row["lr_size"]))})' \
             if row['lr_size'] else ''
+        if 'bicubic_psnr_rgb' in row:
+            lines.append(f'| {row["photo"]}{size} | bicubic | - | - | - | '
+                         f'{row["bicubic_psnr_rgb"]:.3f} |')
         for m, e in row['models'].items():
             shares = ' / '.join(f'{s:.0%}' for s in e['shares']) \
                 if 'shares' in e else '-'
