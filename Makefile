@@ -32,7 +32,7 @@ demo: setup
 	$(PY) tools/demo.py
 
 test: setup
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests --durations=10
 
 # The edit-test loop: everything but the end-to-end runs (marked slow).
 test-fast: setup
