@@ -369,10 +369,12 @@ at::Tensor ghost_shift_backward_cpu(const at::Tensor& grad_output,
   auto grad_input = at::empty({N, Ci, H, W},
                               grad_output.options().memory_format(format_of(pixels)));
   if (grad_input.numel() == 0) return grad_input;
+  // Output channels of each intrinsic channel (CSR), so that each task owns
+  // its grad_input plane or element: no atomics.
+  const auto inv = inverse_map(src, Ci);
   if (pixels) {
     // Channels-last: element by element, through the body the CUDA kernel
     // runs (ghost_shift_common.h).
-    const auto inv = inverse_map(src, Ci);
     const auto off = offsets.to(at::kLong);
     const Offsets offs{off.data_ptr<int64_t>(), off.stride(0), off.stride(1)};
     const Dims<int64_t> d{N, Ci, Co, H, W};
@@ -394,9 +396,6 @@ at::Tensor ghost_shift_backward_cpu(const at::Tensor& grad_output,
     return grad_input;
   }
 
-  // Output channels of each intrinsic channel (CSR), so that each task owns
-  // its grad_input plane: no atomics.
-  const auto inv = inverse_map(src, Ci);
   const auto perm = to_host_vector(inv.perm);
   const auto rowptr = to_host_vector(inv.rowptr);
   const auto off = to_host_vector(offsets);
