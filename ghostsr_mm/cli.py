@@ -40,7 +40,12 @@ USER_ERRORS = (InputError, FileNotFoundError, FileExistsError,
 def run_tool(main: Callable[[Optional[Sequence[str]]], Optional[int]],
              argv: Optional[Sequence[str]] = None) -> int:
     """Run a tool's ``main``; a user error prints ``error: <message>`` to
-    stderr and returns 1, unless ``--debug`` is on the command line."""
+    stderr and returns 1, unless ``--debug`` is on the command line.
+
+    A process group that ``main`` started (``--launcher``) is destroyed
+    before returning: left to interpreter shutdown, gloo's worker threads
+    can abort the process (pytorch/pytorch#190489).
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = '--debug' in argv
     if debug:
@@ -53,6 +58,10 @@ def run_tool(main: Callable[[Optional[Sequence[str]]], Optional[int]],
         print(f'error: {err}\n(run with --debug for the traceback)',
               file=sys.stderr)
         return 1
+    finally:
+        if torch.distributed.is_available() and \
+                torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
 
 
 def add_runner_args(parser: argparse.ArgumentParser) -> None:

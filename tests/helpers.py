@@ -1,6 +1,11 @@
-"""Helpers shared by the tests: tiny SR data and tiny MMagic configs."""
+"""Helpers shared by the tests: tiny SR data, tiny MMagic configs, and the
+tools run as from the command line."""
+import contextlib
+import importlib.util
+import io
 import os
 import os.path as osp
+import subprocess
 from typing import Optional
 
 import numpy as np
@@ -88,3 +93,50 @@ def y_psnr(pred: np.ndarray, gt: np.ndarray, crop: int) -> float:
     b = y(gt)[crop:-crop, crop:-crop]
     mse = np.mean((a - b)**2)
     return float(10 * np.log10(255.**2 / mse))
+
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+
+def load_tool(path: str):
+    """A tool module by its path under the repository (tools/ is not a
+    package; `test` would also clash with the standard library's)."""
+    spec = importlib.util.spec_from_file_location(
+        'tool_' + osp.basename(path)[:-3], osp.join(ROOT, path))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_tool(path: str, *argv) -> subprocess.CompletedProcess:
+    """``python PATH ARGV...`` run in this process, through the same
+    ``run_tool`` wrapper as the command line: its exit status, stdout and
+    stderr (a defect's exception propagates with its traceback). What
+    mmengine made for the run (loggers with their files, message hubs,
+    visualizers) is closed and forgotten after it, as at a process's end,
+    so no later test logs to this run's streams."""
+    from mmengine.logging import MessageHub, MMLogger
+    from mmengine.visualization import Visualizer
+
+    from ghostsr_mm.cli import run_tool as run
+    managers = (MMLogger, MessageHub, Visualizer)
+    before = {cls: set(cls._instance_dict) for cls in managers}
+    out, err = io.StringIO(), io.StringIO()
+    argv = [str(a) for a in argv]
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                status = run(load_tool(path).main, argv)
+            except SystemExit as exit:  # argparse's usage errors
+                status = exit.code if isinstance(exit.code, int) else 1
+    finally:
+        for cls in managers:
+            for name in set(cls._instance_dict) - before[cls]:
+                instance = cls._instance_dict.pop(name)
+                if isinstance(instance, Visualizer):
+                    instance.close()
+                for handler in getattr(instance, 'handlers', [])[:]:
+                    handler.close()
+                    instance.removeHandler(handler)
+    return subprocess.CompletedProcess([path, *argv], status,
+                                       out.getvalue(), err.getvalue())

@@ -16,9 +16,8 @@ from mmagic.registry import MODELS
 
 from ghostsr_mm.apis import write_data_config
 from ghostsr_mm.datasets import crop_starts, label_by_psnr
-from helpers import make_sr_data, synthetic_images
-from test_tools import ROOT, run_tool
-from ghostsr_mm.checkpoint import read_checkpoint  # noqa: E402
+from ghostsr_mm.checkpoint import read_checkpoint
+from helpers import ROOT, make_sr_data, run_tool, synthetic_images
 
 STAGE2 = ('simple', 'medium', 'hard')
 CONFIGS = sorted(glob.glob(osp.join(ROOT, 'configs', 'classsr', '*.py')))

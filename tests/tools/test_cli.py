@@ -1,7 +1,6 @@
 """The tools as a user meets their errors: each refusal is one line naming
 what is wrong, exit status 1, and nothing written (run in-process through
 the same ``run_tool`` wrapper as the command line)."""
-import importlib.util
 import os.path as osp
 import warnings
 
@@ -10,25 +9,13 @@ import torch
 from mmagic.registry import MODELS
 
 from ghostsr_mm.apis import write_data_config
-from ghostsr_mm.checkpoint import save_generator
+from ghostsr_mm.checkpoint import read_checkpoint, save_generator
 from ghostsr_mm.cli import run_tool
 from ghostsr_mm.models.layers import convert_to_inference
-from helpers import make_sr_data
-from ghostsr_mm.checkpoint import read_checkpoint  # noqa: E402
+from helpers import ROOT, load_tool, make_sr_data
 
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 EDSR = dict(in_channels=3, out_channels=3, mid_channels=8, num_blocks=1,
             upscale_factor=2)
-
-
-def load_tool(path):
-    """A tool module by its path (tools/ is not a package; `test` would
-    also clash with the standard library's)."""
-    spec = importlib.util.spec_from_file_location(
-        'tool_' + osp.basename(path)[:-3], osp.join(ROOT, path))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def call(tool, *argv, capsys):

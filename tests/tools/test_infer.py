@@ -13,7 +13,7 @@ from ghostsr_mm.apis import load_sr_model
 from ghostsr_mm.checkpoint import save_generator
 from ghostsr_mm.cli import run_tool
 from ghostsr_mm.models.layers import convert_to_inference, ghost_layers
-from test_cli import load_tool
+from helpers import load_tool
 
 GHOST = dict(type='GhostEDSRNet', in_channels=3, out_channels=3,
              mid_channels=8, num_blocks=2, upscale_factor=2)

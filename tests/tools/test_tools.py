@@ -1,6 +1,6 @@
 """The configs and tools/ as a user runs them: every config builds; train
-and test through tools/train.py and tools/test.py as subprocesses;
-distributed training with 2 CPU processes; complexity; deploy + ONNX; the
+and test through tools/train.py and tools/test.py; distributed training
+with 2 CPU processes (tools/dist_train.sh); complexity; deploy + ONNX; the
 missing-data error."""
 import glob
 import json
@@ -16,24 +16,15 @@ from mmengine.config import Config
 from mmagic.registry import MODELS
 
 from ghostsr_mm.apis import write_data_config
-from helpers import make_sr_data
-from ghostsr_mm.checkpoint import read_checkpoint  # noqa: E402
+from ghostsr_mm.checkpoint import read_checkpoint
+from helpers import ROOT, make_sr_data, run_tool
 
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIGS = sorted(
     c for c in glob.glob(osp.join(ROOT, 'configs', 'ghostsr', '*', '*.py')) +
     [osp.join(ROOT, 'configs', 'ghost_edsr_x2_div2k.py')]
     if '/_base_/' not in c)
 sys.path.insert(0, osp.join(ROOT, 'tools'))
 sys.path.insert(0, osp.join(ROOT, 'tools', 'analysis'))
-
-
-def run_tool(*args, env=None, cwd=None):
-    return subprocess.run([sys.executable, *args],
-                          capture_output=True,
-                          text=True,
-                          cwd=cwd or ROOT,
-                          env=env)
 
 
 @pytest.mark.parametrize('path', CONFIGS, ids=osp.basename)
@@ -172,8 +163,8 @@ def test_distributed_training_two_cpu_processes(tmp_path, data):
         'bash', 'tools/dist_train.sh', cfg, '2', '--work-dir',
         str(tmp_path / 'dist')
     ], capture_output=True, text=True, cwd=ROOT, env=env)
-    assert out.returncode == 0, out.stderr[-3000:]
     log = out.stdout + out.stderr
+    assert out.returncode == 0, log[-3000:]
     assert 'Distributed launcher: pytorch' in log
     assert 'Distributed training: True' in log
     assert 'GPU number: 2' in log  # mmengine's name for the world size
@@ -251,8 +242,8 @@ def test_deploy_and_onnx_round_trip(tmp_path):
         torch.testing.assert_close(torch.from_numpy(got), fixed(odd),
                                    atol=1e-5, rtol=1e-5)
     # Existing outputs are not overwritten.
-    from ghostsr_mm.cli import run_tool
-    assert run_tool(deploy.main, [str(cfg_path), str(ckpt), str(out)]) == 1
+    again = run_tool('tools/deploy.py', cfg_path, ckpt, out)
+    assert again.returncode == 1 and 'exists' in again.stderr
 
 
 def test_load_generator_rejects_other_architecture(tmp_path):
