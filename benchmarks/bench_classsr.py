@@ -104,8 +104,8 @@ def tool(name, *argv):
 def prepare_photos(args):
     """Training and validation folders (HR, LR_bicubic/X4) and the test
     (LR, GT) pairs, kept in memory."""
-    from quality_lib import TEST_PHOTOS as QUALITY_TEST
-    from quality_lib import TRAIN_PHOTOS, VAL_SHARE, PairSet, load_photo
+    from bench_quality import TEST_PHOTOS as QUALITY_TEST
+    from bench_quality import TRAIN_PHOTOS, VAL_SHARE, PairSet, load_photo
 
     from ghostsr_mm.datasets import write_sr_pairs
     side = args.max_side
@@ -242,7 +242,7 @@ def evaluate(args, models, pairs):
     """Per test photo and model: PSNR, FLOPs ratio, shares, time."""
     import torch
     from mmagic.evaluation.metrics.psnr import psnr
-    from quality_lib import quantize
+    from bench_quality import quantize
 
     from ghostsr_mm.analysis import (count_flops, interleaved_times,
                                      median_times, paired_ratio)

@@ -9,14 +9,19 @@ training from scratch, and against narrower regular networks).
         [--out-dir benchmarks/results] [--tag NAME] [--overwrite]
 
 Photos: natural photos shipped inside scikit-image, scikit-learn and
-matplotlib (benchmarks/quality_lib.py); training and test photos are
-disjoint, and the validation split for the shift oracle is the bottom fifth
-of each training photo. For each model, scale and seed: a regular parent is
-trained for --parent-iters; every fine-tuned arm starts from it and trains
---iters more; arms from scratch train --parent-iters + --iters, so every arm
-has the same budget. Adam (0.9, 0.999), LR 2e-4 with a cosine decay per
-training, L1, batches of 16 24x24 LR patches with flips and rotations.
-Y-PSNR/SSIM with MMagic's metrics (border = scale) on the whole test photos.
+matplotlib; training and test photos are disjoint, and the validation split
+(for the shift oracle only) is the bottom fifth of each training photo,
+never cropped for training. For each model, scale and seed: a regular
+parent is trained for --parent-iters; every fine-tuned arm starts from it
+and trains --iters more; arms from scratch train --parent-iters + --iters,
+so every arm has the same budget. Adam (0.9, 0.999), LR 2e-4 with a cosine
+decay per training, L1, batches of 16 24x24 LR patches with flips and
+rotations. Y-PSNR/SSIM with MMagic's metrics (border = scale) on the whole
+test photos.
+
+The photos are held in memory and trained on by a loop of a few lines:
+through tools/train.py every patch would be decoded from disk, several
+times the cost of these small models' steps (benchmarks/README.md).
 
 Arms (ARMS below): the ghost arms use clustering (k-means, Eq. 7-9) or
 by-order initialisation from the parent, with the learned shift under the
@@ -42,10 +47,25 @@ import statistics
 import sys
 import time
 
+import numpy as np
+import torch
+import torch.nn.functional as F
+
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, ROOT)
-sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+import ghostsr_mm  # noqa: E402,F401
 
+# Natural photos shipped inside installed packages.
+TRAIN_PHOTOS = ('skimage:coffee', 'skimage:rocket',
+                'skimage:hubble_deep_field', 'skimage:retina',
+                'skimage:immunohistochemistry', 'skimage:brick',
+                'skimage:grass', 'skimage:gravel', 'skimage:camera',
+                'skimage:coins', 'skimage:moon', 'sklearn:china.jpg')
+TEST_PHOTOS = ('skimage:astronaut', 'skimage:chelsea',
+               'skimage:stereo_motorcycle', 'sklearn:flower.jpg',
+               'matplotlib:grace_hopper.jpg')
+MAX_SIDE = 480
+VAL_SHARE = 0.2
 MODELS = {
     'edsr': dict(regular='EDSRNet', ghost='GhostEDSRNet',
                  args=dict(in_channels=3, out_channels=3, mid_channels=32,
@@ -72,9 +92,6 @@ ARMS = {
                     'ghost, clustering, learned shift (tuned)'),
     'ghost-tuned-oracle': ('ghost', 'kmeans', 'learnable', 'tuned',
                            'ghost-tuned, offsets chosen by the oracle'),
-    'ghost-tuned-refit': ('ghost', 'kmeans', 'fixed', None,
-                          'ghost-tuned\'s offsets, fixed from the start '
-                          '(no noise)'),
     'ghost-tuned-pc': ('ghost', 'kmeans', 'learnable-pc', 'tuned',
                        'ghost-tuned, one shift per ghost channel'),
     'copy': ('ghost', 'kmeans', 'copy', None, 'ghost, clustering, copy'),
@@ -112,7 +129,8 @@ def parse_args(argv=None):
     parser.add_argument('--arms', nargs='+', default=list(ARMS),
                         help=f'arms to run (core: {" ".join(CORE_ARMS)})')
     parser.add_argument('--jobs', type=int, default=2,
-                        help='training processes (threads split evenly)')
+                        help='training processes (threads split evenly; '
+                        '1: in this process)')
     parser.add_argument('--out-dir', default=osp.join(ROOT, 'benchmarks',
                                                       'results'))
     parser.add_argument('--tag', help='suffix of the output files')
@@ -126,21 +144,134 @@ def parse_args(argv=None):
     unknown = sorted(set(args.arms) - set(ARMS))
     if unknown:
         parser.error(f'unknown arms {unknown}; choose from {list(ARMS)}')
-    for derived in ('ghost-tuned-oracle', 'ghost-tuned-refit'):
-        if derived in args.arms and 'ghost-tuned' not in args.arms:
-            args.arms.append('ghost-tuned')
-    if any(ARMS[a][1] in ('parent', 'kmeans', 'order') for a in args.arms) \
-            and 'parent' not in args.arms:
-        args.arms.insert(0, 'parent')
+    if 'ghost-tuned-oracle' in args.arms:
+        args.arms.append('ghost-tuned')
+    if any(ARMS[a][1] in ('parent', 'kmeans', 'order') for a in args.arms):
+        args.arms.append('parent')
     args.arms = [a for a in ARMS if a in args.arms]  # parent first
     if args.parent_iters < 1 or args.iters < 1 or args.jobs < 1:
         parser.error('--parent-iters, --iters and --jobs must be >= 1')
     return args
 
 
+# ------------------------------------------------------------------ data
+def load_photo(spec, max_side=None):
+    """uint8 HxWx3 RGB of ``'<package>:<name>'``, its longer side at most
+    ``max_side`` (default MAX_SIDE; area resize)."""
+    import mmcv
+    max_side = max_side or MAX_SIDE
+    package, name = spec.split(':')
+    if package == 'skimage':
+        from skimage import data
+        img = getattr(data, name)()
+        if isinstance(img, tuple):  # stereo_motorcycle: (left, right, disp)
+            img = img[0]
+    elif package == 'sklearn':
+        from sklearn.datasets import load_sample_image
+        img = load_sample_image(name)
+    else:
+        from matplotlib import cbook
+        import matplotlib.image as mpimg
+        with cbook.get_sample_data(name) as f:
+            img = mpimg.imread(f, format=name.rsplit('.', 1)[-1])
+    if img.ndim == 2:
+        img = np.stack([img] * 3, -1)
+    img = np.ascontiguousarray(img[..., :3])
+    if img.dtype != np.uint8:
+        img = np.clip(np.round(img * (255 if img.max() <= 1 else 1)), 0,
+                      255).astype(np.uint8)
+    if max(img.shape[:2]) > max_side:
+        img = mmcv.imrescale(img, max_side / max(img.shape[:2]),
+                             interpolation='area')
+    return img
+
+
+class PairSet:
+    """(LR, GT) of a list of uint8 images, as uint8 arrays and as [0, 1]
+    float CHW tensors."""
+
+    def __init__(self, images, scale):
+        from ghostsr_mm.datasets import bicubic_downscale, mod_crop
+        self.scale = scale
+        self.gt = [mod_crop(img, scale) for img in images]
+        self.lr = [bicubic_downscale(img, scale) for img in self.gt]
+        self.gt_t, self.lr_t = ([
+            torch.from_numpy(x).permute(2, 0, 1).float().div(255)
+            for x in images
+        ] for images in (self.gt, self.lr))
+
+
+def split_photos(specs, scale):
+    """Training and validation sets: the top 4/5 and the bottom 1/5 of each
+    photo."""
+    train, val = [], []
+    for spec in specs:
+        img = load_photo(spec)
+        cut = int(img.shape[0] * (1 - VAL_SHARE))
+        cut -= cut % scale
+        train.append(img[:cut])
+        val.append(img[cut:])
+    return PairSet(train, scale), PairSet(val, scale)
+
+
+def sample_batch(data, rng, batch=16, patch=24):
+    """Random LR patches and their GT, with random flips and 90-degree
+    rotations (the paper's augmentation)."""
+    s = data.scale
+    lrs, gts = [], []
+    for _ in range(batch):
+        i = int(rng.integers(len(data.gt)))
+        lr, gt = data.lr_t[i], data.gt_t[i]
+        y = int(rng.integers(lr.shape[1] - patch + 1))
+        x = int(rng.integers(lr.shape[2] - patch + 1))
+        lr = lr[:, y:y + patch, x:x + patch]
+        gt = gt[:, y * s:(y + patch) * s, x * s:(x + patch) * s]
+        k = int(rng.integers(4))
+        if rng.random() < 0.5:
+            lr, gt = lr.flip(-1), gt.flip(-1)
+        lrs.append(lr.rot90(k, (1, 2)))
+        gts.append(gt.rot90(k, (1, 2)))
+    return torch.stack(lrs), torch.stack(gts)
+
+
+def val_batches(data, size=48):
+    """The validation photos as (LR, GT) batches of ``size`` LR tiles."""
+    s = data.scale
+    lrs, gts = [], []
+    for lr, gt in zip(data.lr_t, data.gt_t):
+        for y in range(0, lr.shape[1] - size + 1, size):
+            for x in range(0, lr.shape[2] - size + 1, size):
+                lrs.append(lr[:, y:y + size, x:x + size])
+                gts.append(gt[:, y * s:(y + size) * s, x * s:(x + size) * s])
+    lrs, gts = torch.stack(lrs), torch.stack(gts)
+    return list(zip(lrs.split(16), gts.split(16)))
+
+
+def quantize(t):
+    """A [0, 1] CHW tensor as uint8 HWC RGB (as an SR output is saved)."""
+    return (t.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
+
+
+@torch.no_grad()
+def evaluate(model, data):
+    """Mean Y-PSNR / SSIM (MMagic's metrics, border = scale) over
+    ``data``; ``model=None`` is bicubic upsampling."""
+    import mmcv
+    from mmagic.evaluation.metrics.psnr import psnr
+    from mmagic.evaluation.metrics.ssim import ssim
+    psnrs, ssims = [], []
+    for lr, lr_t, gt in zip(data.lr, data.lr_t, data.gt):
+        if model is None:
+            sr = mmcv.imresize(lr, gt.shape[1::-1], interpolation='bicubic')
+        else:
+            sr = quantize(model.eval()(lr_t[None])[0])
+        psnrs.append(psnr(sr, gt, data.scale, convert_to='Y'))
+        ssims.append(ssim(sr, gt, data.scale, convert_to='Y'))
+    return dict(psnr=float(np.mean(psnrs)), ssim=float(np.mean(ssims)))
+
+
 # ---------------------------------------------------------------- models
 def build(model, kind, scale, width=None, **ghost_args):
-    import ghostsr_mm  # noqa: F401
     from mmagic.registry import MODELS as REGISTRY
     spec = MODELS[model]
     args = dict(spec['args'], upscale_factor=scale)
@@ -151,33 +282,30 @@ def build(model, kind, scale, width=None, **ghost_args):
     return REGISTRY.build(dict(type=spec['regular'], **args))
 
 
-def complexity(model, scale, widths=None):
+def complexity(model, scale):
     """Params, FLOPs of the regular and ghost models and every narrower
     width, the CPU latency of each (3x128x128 LR, median of interleaved
     repeats), and the narrow widths matching the ghost model."""
-    import torch
     from ghostsr_mm.analysis import (count_flops, count_params,
                                      interleaved_median_times)
     from ghostsr_mm.models.layers import convert_to_inference
-    full = MODELS[model]['args'][WIDTH]
-    widths = widths or list(range(8, full, 2))
+    widths = list(range(8, MODELS[model]['args'][WIDTH], 2))
     nets = {'regular': build(model, 'regular', scale),
             'ghost': convert_to_inference(build(model, 'ghost', scale))}
     for w in widths:
         nets[f'w{w}'] = build(model, 'regular', scale, w)
-    for net in nets.values():  # timed as deployed
+    for net in nets.values():  # measured and timed as deployed
         net.eval()
     info = {n: dict(params=count_params(m), flops=count_flops(m, FLOPS_SHAPE))
             for n, m in nets.items()}
     x = torch.rand(1, *FLOPS_SHAPE)
     with torch.inference_mode():
         times = interleaved_median_times(
-            {n: (lambda m=m.eval(): m(x)) for n, m in nets.items()},
+            {n: (lambda m=m: m(x)) for n, m in nets.items()},
             repeats=15)
     for n in nets:
         info[n]['latency_ms'] = times[n] * 1e3
-    ghost = info['ghost']
-    match = {}
+    ghost, match = info['ghost'], {}
     for key, metric in (('flops', 'flops'), ('params', 'params'),
                         ('latency', 'latency_ms')):
         fit = [w for w in widths if info[f'w{w}'][metric] <= ghost[metric]]
@@ -186,30 +314,43 @@ def complexity(model, scale, widths=None):
 
 
 # -------------------------------------------------------------- training
-def _fine_tune(net, data, iters, seed, recipe):
-    """Train ``net`` with the learnable-shift ``recipe`` (if any)."""
-    from quality_lib import train
-
+def train(net, data, iters, seed, recipe=None, lr=2e-4):
+    """Adam (0.9, 0.999, 1e-8) with a cosine decay to 0 over ``iters``, L1
+    loss; with a learnable-shift ``recipe``, W' at its LR multiple and the
+    Gumbel noise decayed over its epochs (GumbelAnnealHook's schedule)."""
     from ghostsr_mm.engine.hooks.gumbel_anneal_hook import gumbel_epoch
     from ghostsr_mm.models.layers import ghost_layers
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
     layers = [layer for _, layer in ghost_layers(net)
               if layer.cheap_op == 'learnable']
-    if recipe is None or not layers:
-        return train(net, data, iters, seed)
-    r = RECIPES[recipe]
-    interval = max(1, iters // r['epochs'])
-
-    def on_iter(it):
-        for layer in layers:
+    recipe = RECIPES[recipe] if recipe and layers else None
+    logits = [p for n, p in net.named_parameters()
+              if n.endswith('shift_logits')]
+    groups = [dict(params=[p for n, p in net.named_parameters()
+                           if not n.endswith('shift_logits')])]
+    if logits:
+        mult = recipe['logit_lr_mult'] if recipe else 1.0
+        groups.append(dict(params=logits, lr=lr * mult))
+    opt = torch.optim.Adam(groups, lr=lr, betas=(0.9, 0.999), eps=1e-8)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, iters)
+    interval = max(1, iters // recipe['epochs']) if recipe else None
+    net.train()
+    for it in range(iters):
+        for layer in layers if recipe else ():
             layer.gumbel_epoch = gumbel_epoch(it, interval)
+        x, y = sample_batch(data, rng)
+        loss = F.l1_loss(net(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+    return net.eval()
 
-    return train(net, data, iters, seed, on_iter=on_iter,
-                 logit_lr_mult=r['logit_lr_mult'])
 
-
-def _offsets_and_oracle(net, val, choose=False):
-    from ghostsr_mm.models.layers import convert_to_inference
+def offsets_and_oracle(net, val, choose=False):
     from ghostsr_mm.analysis.shift_oracle import shift_oracle
+    from ghostsr_mm.models.layers import convert_to_inference
     inference = convert_to_inference(net)
     oracle = shift_oracle(inference, val, choose=choose)
     return inference, dict(
@@ -220,18 +361,13 @@ def _offsets_and_oracle(net, val, choose=False):
 
 
 def run_task(task):
-    """One (model, scale, seed) group of arms in a worker process."""
-    import torch
-    from quality_lib import (TEST_PHOTOS, TRAIN_PHOTOS, PairSet, evaluate,
-                             load_photo, split_photos, val_batches)
-
+    """One (model, scale, seed) group of arms, in a worker process."""
     from ghostsr_mm.analysis import count_flops, count_params
     from ghostsr_mm.models.clustering import cluster_init
     torch.set_num_threads(task['threads'])
     model, scale, seed = task['model'], task['scale'], task['seed']
     train_set, val_set = split_photos(TRAIN_PHOTOS, scale)
     test_set = PairSet([load_photo(s) for s in TEST_PHOTOS], scale)
-    val = val_batches(val_set)
     p_iters, f_iters = task['parent_iters'], task['iters']
     results, parent = [], None
 
@@ -248,59 +384,45 @@ def run_task(task):
 
     for arm in task['arms']:
         kind, init, cheap_op, recipe, _ = ARMS[arm]
-        if arm in ('ghost-tuned-oracle', 'ghost-tuned-refit'):
+        if arm == 'ghost-tuned-oracle':
             continue  # made from ghost-tuned below
-        start = time.time()
+        start, extra = time.time(), None
         torch.manual_seed(seed)
         if kind == 'narrow':
             width = task['narrow_widths'][init]
-            net = build(model, 'regular', scale, width)
-            _fine_tune(net, train_set, p_iters + f_iters, seed, None)
-            record(arm, net, start, dict(width=width))
-            continue
-        if kind == 'regular':
+            net = train(build(model, 'regular', scale, width), train_set,
+                        p_iters + f_iters, seed)
+            extra = dict(width=width)
+        elif kind == 'regular' and init == 'parent':
             net = build(model, 'regular', scale)
-            if init == 'parent':
-                net.load_state_dict(parent)
-                _fine_tune(net, train_set, f_iters, seed + 1000, None)
-            else:
-                _fine_tune(net, train_set, p_iters, seed, None)
-                parent = {k: v.clone() for k, v in net.state_dict().items()}
-            record(arm, net, start)
-            continue
-        bias = RECIPES[recipe]['zero_shift_bias'] if recipe else 1e-3
-        per_channel = cheap_op == 'learnable-pc'
-        net = build(model, 'ghost', scale,
-                    cheap_op='learnable' if per_channel else cheap_op,
-                    per_channel_shift=per_channel, zero_shift_bias=bias)
-        if init == 'scratch':
-            _fine_tune(net, train_set, p_iters + f_iters, seed, recipe)
+            net.load_state_dict(parent)
+            train(net, train_set, f_iters, seed + 1000)
+        elif kind == 'regular':
+            net = train(build(model, 'regular', scale), train_set, p_iters,
+                        seed)
+            parent = {k: v.clone() for k, v in net.state_dict().items()}
         else:
-            cluster_init(net, parent, seed=seed, method=init)
-            _fine_tune(net, train_set, f_iters, seed + 1000, recipe)
-        extra = None
-        if cheap_op == 'learnable':
-            _, extra = _offsets_and_oracle(net, val)
+            net = build(model, 'ghost', scale,
+                        cheap_op=cheap_op.replace('-pc', ''),
+                        per_channel_shift=cheap_op == 'learnable-pc',
+                        zero_shift_bias=RECIPES[recipe]['zero_shift_bias']
+                        if recipe else 1e-3)
+            if init == 'scratch':
+                train(net, train_set, p_iters + f_iters, seed, recipe)
+            else:
+                cluster_init(net, parent, seed=seed, method=init)
+                train(net, train_set, f_iters, seed + 1000, recipe)
+            if cheap_op == 'learnable':
+                extra = offsets_and_oracle(net, val_batches(val_set))[1]
         record(arm, net, start, extra)
-        tuned = extra
         if arm == 'ghost-tuned' and 'ghost-tuned-oracle' in task['all_arms']:
             start = time.time()
-            inference, extra = _offsets_and_oracle(net, val, choose=True)
-            extra = dict(extra, chosen=[
+            inference, extra = offsets_and_oracle(
+                net, val_batches(val_set), choose=True)
+            extra['chosen'] = [
                 layer.offsets[layer.ghost_channels][0].tolist()
-                for _, layer in inference.ghost_layers()])
+                for _, layer in inference.ghost_layers()]
             record('ghost-tuned-oracle', inference, start, extra)
-        if arm == 'ghost-tuned' and 'ghost-tuned-refit' in task['all_arms']:
-            start = time.time()
-            learned = [layer.current_offsets()
-                       for _, layer in net.ghost_layers()]
-            refit = build(model, 'ghost', scale, cheap_op='fixed')
-            cluster_init(refit, parent, seed=seed, method='kmeans')
-            for (_, layer), offsets in zip(refit.ghost_layers(), learned):
-                layer.offsets.copy_(offsets)
-            _fine_tune(refit, train_set, f_iters, seed + 1000, None)
-            record('ghost-tuned-refit', refit, start,
-                   dict(offsets=tuned['learned']))
     return results
 
 
@@ -311,40 +433,30 @@ def make_tasks(args, widths):
     scratch = [a for a in args.arms if a != 'parent' and (
         ARMS[a][0] == 'narrow' or ARMS[a][1] == 'scratch')]
     from_parent = [a for a in args.arms if a not in scratch]
-    tasks = []
-    for model in args.models:
-        for scale in args.scales:
-            for seed in args.seeds:
-                for arms in (from_parent, scratch):
-                    if arms:
-                        tasks.append(dict(
-                            model=model, scale=scale, seed=seed, arms=arms,
-                            all_arms=args.arms, threads=threads,
-                            parent_iters=args.parent_iters, iters=args.iters,
-                            narrow_widths=widths[f'{model}_x{scale}']))
-    return tasks
+    return [dict(model=model, scale=scale, seed=seed, arms=arms,
+                 all_arms=args.arms, threads=threads,
+                 parent_iters=args.parent_iters, iters=args.iters,
+                 narrow_widths=widths[f'{model}_x{scale}'])
+            for model in args.models for scale in args.scales
+            for seed in args.seeds for arms in (from_parent, scratch) if arms]
 
 
 # -------------------------------------------------------------- reporting
 def summarise(runs):
-    """{(model, scale): {arm: dict(mean, std, n, params, flops, ...)}}"""
+    """{'<model>_x<scale>': {arm: dict(mean, std, n, ssim, params, flops,
+    seeds, rows)}}"""
     groups = {}
     for r in runs:
-        groups.setdefault((r['model'], r['scale']), {}).setdefault(
+        groups.setdefault(f'{r["model"]}_x{r["scale"]}', {}).setdefault(
             r['arm'], []).append(r)
-    out = {}
-    for key, arms in groups.items():
-        out[key] = {}
-        for arm, rows in arms.items():
-            psnrs = [r['psnr'] for r in rows]
-            out[key][arm] = dict(
-                mean=statistics.mean(psnrs),
-                std=statistics.stdev(psnrs) if len(psnrs) > 1 else 0.0,
-                n=len(psnrs), ssim=statistics.mean(r['ssim'] for r in rows),
-                params=rows[0]['params'], flops=rows[0]['flops'],
-                seeds={r['seed']: r['psnr'] for r in rows},
-                rows=rows)
-    return out
+    return {key: {arm: dict(
+        mean=statistics.mean(r['psnr'] for r in rows),
+        std=statistics.stdev([r['psnr'] for r in rows])
+        if len(rows) > 1 else 0.0,
+        n=len(rows), ssim=statistics.mean(r['ssim'] for r in rows),
+        params=rows[0]['params'], flops=rows[0]['flops'],
+        seeds={r['seed']: r['psnr'] for r in rows}, rows=rows)
+        for arm, rows in arms.items()} for key, arms in groups.items()}
 
 
 def paired(stats, a, b):
@@ -378,23 +490,18 @@ def markdown(result):
     cfg = result['config']
     for key, stats in result['summary'].items():
         model, scale = key.split('_x')
-        info = result['complexity'][key]
-        ghost_ms = info['models']['ghost']['latency_ms']
-        reg_ms = info['models']['regular']['latency_ms']
+        info = result['complexity'][key]['models']
+        ghost_ms, reg_ms = (info[n]['latency_ms'] for n in ('ghost',
+                                                            'regular'))
         lines += [
-            f'### {MODELS[model]["name"]} x{scale}',
-            '',
+            f'### {MODELS[model]["name"]} x{scale}', '',
             f'Bicubic: {result["bicubic"][f"x{scale}"]:.3f} dB. CPU latency '
             f'(3x128x128): regular {reg_ms:.1f} ms, ghost {ghost_ms:.1f} ms '
-            f'(ratio {ghost_ms / reg_ms:.2f}).',
-            '',
+            f'(ratio {ghost_ms / reg_ms:.2f}).', '',
             '| arm | params | FLOPs (3x128x128) | Y-PSNR, mean ± sd (seeds)'
-            ' | vs parent | offsets = oracle |',
-            '|---|---|---|---|---|---|',
+            ' | vs parent | offsets = oracle |', '|---|---|---|---|---|---|',
         ]
-        for arm in ARMS:
-            if arm not in stats:
-                continue
+        for arm in (a for a in ARMS if a in stats):
             s = stats[arm]
             d = paired(stats, arm, 'parent') if arm != 'parent' else None
             width = s['rows'][0].get('width')
@@ -414,11 +521,11 @@ def markdown(result):
                   ' met |', '|---|---|---|---|']
         for a, b, text, target in GOALS:
             d = paired(stats, a, b)
-            if d is None:
-                continue
-            lines.append(f'| {text} | {d[0]:+.3f} ± {d[1]:.3f} dB ({d[2]}) '
-                         f'| ≥ {target:+.2f} dB | '
-                         f'{"yes" if d[0] >= target else "no"} |')
+            if d is not None:
+                lines.append(
+                    f'| {text} | {d[0]:+.3f} ± {d[1]:.3f} dB ({d[2]}) | '
+                    f'≥ {target:+.2f} dB | {"yes" if d[0] >= target else "no"}'
+                    ' |')
         lines.append('')
     lines.append(
         f'Parent {cfg["parent_iters"]} iterations, fine-tune '
@@ -436,10 +543,9 @@ def plot(result, path):
     fig, axes = plt.subplots(1, len(keys), figsize=(6.5 * len(keys), 5),
                              squeeze=False)
     for ax, key in zip(axes[0], keys):
-        stats = result['summary'][key]
-        for arm, s in stats.items():
-            kind = ARMS[arm][0]
-            marker = {'regular': 's', 'narrow': 'v', 'ghost': 'o'}[kind]
+        for arm, s in result['summary'][key].items():
+            marker = {'regular': 's', 'narrow': 'v', 'ghost': 'o'}[
+                ARMS[arm][0]]
             ax.errorbar(s['flops'] / 1e9, s['mean'], yerr=s['std'],
                         fmt=marker, capsize=3, label=arm)
             ax.annotate(arm, (s['flops'] / 1e9, s['mean']), fontsize=7,
@@ -454,15 +560,40 @@ def plot(result, path):
     fig.savefig(path, dpi=110)
 
 
+def measure(args, saved):
+    """Complexity and latency (first, while nothing else runs), bicubic,
+    then every task; each result is appended to ``saved`` as it comes."""
+    comp = {f'{m}_x{s}': complexity(m, s)
+            for m in args.models for s in args.scales}
+    bicubic = {f'x{s}': evaluate(None, PairSet(
+        [load_photo(p) for p in TEST_PHOTOS], s))['psnr']
+        for s in args.scales}
+    tasks = make_tasks(args, {k: c['narrow_widths'] for k, c in comp.items()})
+    runs = []
+    with open(saved, 'w') as log:
+        log.write(json.dumps(dict(measured=dict(
+            complexity=comp, bicubic=bicubic))) + '\n')
+        if args.jobs == 1:
+            done = map(run_task, tasks)
+        else:
+            pool = mp.get_context('spawn').Pool(args.jobs)
+            done = pool.imap_unordered(run_task, tasks)
+        for rows in done:
+            runs += rows
+            log.writelines(json.dumps(r) + '\n' for r in rows)
+            log.flush()
+        if args.jobs > 1:
+            pool.close()
+            pool.join()
+    return comp, bicubic, runs
+
+
 def main(argv=None):
     args = parse_args(argv)
     from ghostsr_mm.analysis import machine, results_path
     name = 'quality_cpu' + (f'_{args.tag}' if args.tag else '')
     out_json = results_path(args.out_dir, f'{name}.json', args.overwrite)
     out_png = results_path(args.out_dir, f'{name}.png', args.overwrite)
-    import torch
-    from quality_lib import (TEST_PHOTOS, TRAIN_PHOTOS, PairSet, evaluate,
-                             load_photo)
     start = time.time()
     if args.report:  # what was measured, as it was measured: nothing re-run
         with open(args.report) as f:
@@ -470,42 +601,18 @@ def main(argv=None):
         if not rows or 'measured' not in rows[0]:
             raise SystemExit(f'{args.report}: no measured complexity on its '
                              'first line; not a .runs.jsonl of this script')
-        comp = rows[0]['measured']['complexity']
-        bicubic = rows[0]['measured']['bicubic']
+        comp, bicubic = (rows[0]['measured'][k]
+                         for k in ('complexity', 'bicubic'))
         runs = rows[1:]
     else:
-        # Latency first, while nothing else runs.
-        widths, comp = {}, {}
-        for model in args.models:
-            for scale in args.scales:
-                key = f'{model}_x{scale}'
-                comp[key] = complexity(model, scale)
-                widths[key] = comp[key]['narrow_widths']
-                print(f'{key}: narrow widths {widths[key]}', flush=True)
-        bicubic = {f'x{s}': evaluate(None, PairSet(
-            [load_photo(p) for p in TEST_PHOTOS], s))['psnr']
-            for s in args.scales}
-        tasks = make_tasks(args, widths)
-        saved = out_json[:-len('.json')] + '.runs.jsonl'
-        runs = []
-        with mp.get_context('spawn').Pool(args.jobs) as pool, \
-                open(saved, 'w') as log:
-            log.write(json.dumps(dict(measured=dict(
-                complexity=comp, bicubic=bicubic))) + '\n')
-            for rows in pool.imap_unordered(run_task, tasks):
-                runs += rows
-                log.writelines(json.dumps(r) + '\n' for r in rows)
-                log.flush()
-    summary = summarise(runs)
+        comp, bicubic, runs = measure(args,
+                                      out_json[:-len('.json')] + '.runs.jsonl')
     result = dict(
         config=dict(vars(args), train_photos=TRAIN_PHOTOS,
                     test_photos=TEST_PHOTOS, recipes=RECIPES,
                     flops_shape=FLOPS_SHAPE),
-        machine=machine(),
-        seconds=round(time.time() - start),
-        bicubic=bicubic, complexity=comp,
-        summary={f'{m}_x{s}': arms for (m, s), arms in summary.items()},
-        runs=runs)
+        machine=machine(), seconds=round(time.time() - start),
+        bicubic=bicubic, complexity=comp, summary=summarise(runs), runs=runs)
     text = markdown(result)
     print(text)
     with open(out_json, 'w') as f:
@@ -514,8 +621,7 @@ def main(argv=None):
                   for arm, st in arms.items()}
             for key, arms in result['summary'].items()}), f, indent=1)
     plot(result, out_png)
-    print(f'wrote {out_json}, {out_png} '
-          f'({result["seconds"]} s)')
+    print(f'wrote {out_json}, {out_png} ({result["seconds"]} s)')
     return 0
 
 

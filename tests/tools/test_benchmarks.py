@@ -163,29 +163,28 @@ def test_bench_tiled_end_to_end(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_bench_quality_end_to_end(tmp_path):
-    """Two seeds of four arms on tiny settings: every table figure is the
-    JSON's, the paired differences are the per-seed differences' mean, the
-    narrow width is the widest within the ghost model's FLOPs, and the
-    report can be rebuilt from the saved runs."""
+def test_bench_quality_end_to_end(tmp_path, monkeypatch, capsys):
+    """Two seeds of four arms on tiny settings (smaller photos, in this
+    process): every table figure is the JSON's, the paired
+    differences are the per-seed differences' mean, the narrow width is the
+    widest within the ghost model's FLOPs, and the report can be rebuilt
+    from the saved runs."""
     import statistics
-    import subprocess
-    import sys
+    bench = load_script('bench_quality')
+    monkeypatch.setattr(bench, 'MAX_SIDE', 200)
+    monkeypatch.setattr(bench, 'VAL_SHARE', 0.5)  # room for 48x48 LR tiles
 
-    def bench(*argv):
-        # A process of its own, as a user runs it: its workers are spawned
-        # and import the script by name.
-        out = subprocess.run(
-            [sys.executable, osp.join(ROOT, 'benchmarks', 'bench_quality.py'),
-             *argv], capture_output=True, text=True)
-        assert out.returncode == 0, out.stderr[-3000:]
-        return out.stdout
+    def bench_run(*argv):
+        threads = torch.get_num_threads()  # --jobs 1 sets this process's
+        assert bench.main(list(argv)) == 0
+        torch.set_num_threads(threads)
+        return capsys.readouterr().out
 
     argv = ['--models', 'edsr', '--scales', '2', '--seeds', '0', '1',
             '--parent-iters', '2', '--iters', '2', '--arms', 'copy',
-            'ghost-tuned-oracle', 'narrow-flops', '--jobs', '2',
+            'ghost-tuned-oracle', 'narrow-flops', '--jobs', '1',
             '--out-dir', str(tmp_path)]
-    printed = bench(*argv)
+    printed = bench_run(*argv)
     result = json.loads((tmp_path / 'quality_cpu.json').read_text())
     runs = result['runs']
     assert sorted((r['arm'], r['seed']) for r in runs) == sorted(
@@ -213,6 +212,7 @@ def test_bench_quality_end_to_end(tmp_path):
         if r['arm'] == 'ghost-tuned-oracle':
             assert r['chosen'] == r['best'] and len(r['chosen']) == 9
     assert (tmp_path / 'quality_cpu.png').read_bytes()[:4] == b'\x89PNG'
+
     def table(out):  # the report: from its heading to the file list
         return out[out.index('### '):out.index('wrote ')].strip()
 
@@ -220,8 +220,8 @@ def test_bench_quality_end_to_end(tmp_path):
     # --report rebuilds the same tables, latency included, from what the
     # run saved: nothing is measured again (before, the latency was).
     report = tmp_path / 'again'
-    again_printed = bench(*argv[:-1], str(report), '--report',
-                          str(tmp_path / 'quality_cpu.runs.jsonl'))
+    again_printed = bench_run(*argv[:-1], str(report), '--report',
+                              str(tmp_path / 'quality_cpu.runs.jsonl'))
     assert table(again_printed) == table(printed)
     again = json.loads((report / 'quality_cpu.json').read_text())
     assert again['complexity'] == result['complexity']
