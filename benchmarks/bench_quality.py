@@ -20,8 +20,9 @@ rotations. Y-PSNR/SSIM with MMagic's metrics (border = scale) on the whole
 test photos.
 
 The photos are held in memory and trained on by a loop of a few lines:
-through tools/train.py every patch would be decoded from disk, several
-times the cost of these small models' steps (benchmarks/README.md).
+through tools/train.py every patch is read from disk and cropped by
+MMagic's pipeline, which costs these small models more than their step
+(benchmarks/README.md, "Quality").
 
 Arms (ARMS below): the ghost arms use clustering (k-means, Eq. 7-9) or
 by-order initialisation from the parent, with the learned shift under the
