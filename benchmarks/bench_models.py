@@ -1,5 +1,6 @@
 """Whole models: every ghost model against its regular parent (and a
-Conv-0.5x width reference) in one run.
+Conv-0.5x width reference) in one run; method and figures in
+benchmarks/README.md ("Method", "Models").
 
     python benchmarks/bench_models.py [--device cpu] [--repeats 9]
         [--min-seconds 60 (CPU), 3 (CUDA)] [--scales 2]
@@ -7,26 +8,11 @@ Conv-0.5x width reference) in one run.
         [--no-train] [--compile] [--ablate-fusion]
         [--out-dir benchmarks/results] [--overwrite]
 
-Inference: the ghost models as their inference graph, torch.inference_mode,
-a 3x128x128 LR input on the CPU (3x512x512 on CUDA), median of interleaved
-repeats (regular, ghost, 0.5x, 0.5x, ghost, regular, ...). Two latency
-ratios: of the medians, and the median of the round-by-round ratios (each
-compares calls made seconds apart, so it moves less when the machine
-changes speed during the run), with the quartiles of the latter; the JSON
-keeps every round's times. With --compile the eager regular and ghost
-models run in the same rounds as the compiled ones, and a second table
-compares the ratios.
-Training: one step (forward, backward, Adam) on a batch of 16 48x48
-patches, EDSR c64b16, regular vs ghost with learnable shifts. Peak memory:
-inference in a fresh process per model (peak RSS growth on the CPU, max
-allocated on CUDA). --ablate-fusion adds two ghost variants to the same
-interleaved rounds: the epilogue as separate ops, and torch.cat concats.
-Every model gets at least --repeats rounds and as many more as make the
-timed calls of its variants add up to --min-seconds (60 on the CPU, whose
-speed drifts; 3 on CUDA, where the small models' calls take milliseconds,
-so that all five fit in a few minutes of GPU time). Writes Markdown to
-stdout and JSON to benchmarks/results/models_<device>[_<variant>].json
-(--out-dir; an existing file is kept unless --overwrite).
+Inference on a 3x128x128 LR input on the CPU, 3x512x512 on CUDA. With
+--compile the eager models run in the same rounds as the compiled ones;
+--ablate-fusion adds two ghost variants to the rounds (the epilogue as
+separate ops, concats by torch.cat). Markdown to stdout, JSON to
+benchmarks/results/models_<device>[_<variant>].json.
 """
 import argparse
 import json

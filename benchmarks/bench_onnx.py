@@ -1,21 +1,15 @@
 """Deployed models in ONNX Runtime against PyTorch: ghost / regular latency
-ratios of both, in one run.
+ratios of both, in one run; figures in benchmarks/README.md.
 
     python benchmarks/bench_onnx.py [--models edsr_c64b16 rdn carn]
         [--size 128] [--repeats 5] [--min-seconds 30] [--threads 2]
         [--shift 1 0] [--out-dir benchmarks/results] [--overwrite]
 
-Every model is exported as ``tools/deploy.py --onnx`` exports it (opset 17;
-the shift as pads, slices and a concat), with the ghost layers of the ghost
-model moved by ``--shift`` (a deployed model's learned offsets are non-zero;
-an untrained one would copy). Regular and ghost, in ONNX Runtime
-(CPUExecutionProvider, ``--threads`` intra-op threads) and in PyTorch
-(same thread count, eager, inference mode), are timed in interleaved
-rounds on a 3 x size x size input, each backend in a process of its own (in
-one process the two runtimes' thread pools and allocations slowed each
-other part-way through a run); the ONNX outputs are checked against
-PyTorch's first. Markdown to stdout, JSON to
-benchmarks/results/onnx_cpu.json.
+Every model is exported as ``tools/deploy.py --onnx`` exports it, its
+ghosts moved by ``--shift`` (a deployed model's learned offsets are
+non-zero), and checked against PyTorch; each backend is timed in a process
+of its own (in one process the two runtimes' thread pools slowed each other
+part-way through a run). JSON to benchmarks/results/onnx_cpu.json.
 """
 import argparse
 import json

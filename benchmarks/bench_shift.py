@@ -1,19 +1,15 @@
 """The ghost shift op against a memory copy and against the naive
-pad + slice + concat, and a GhostConv layer against the convs it replaces.
+pad + slice + concat, and a GhostConv layer against the convs it replaces;
+figures in benchmarks/README.md ("The op").
 
     python benchmarks/bench_shift.py [--repeats 30] [--size 128]
         [--out-dir benchmarks/results] [--overwrite]
 
-Median of interleaved repeats, one run; ratios are of the medians, within
-that run. The op is compared with a clone of a tensor of its output's size
-(both allocate) and, writing into one buffer, with copy_ (no allocator).
-The layers run alone, followed by a ReLU, and followed by a ReLU with
-their output written into a channel slice of a concatenation buffer (as in
-RDN's dense blocks); one write pass over the layer's output (zero_) gives
-the floor of any layer that writes its output after the conv. CPU always,
-CUDA when a GPU is visible. Writes a Markdown table to stdout and JSON to
-benchmarks/results/shift_<device>.json (--out-dir; an existing file is kept
-unless --overwrite).
+The op is compared with a clone of a tensor of its output's size (both
+allocate) and, writing into one buffer, with copy_ (no allocator). The
+layers run alone, followed by a ReLU, and followed by a ReLU into a channel
+slice of a concatenation buffer (as in RDN's dense blocks). CPU always,
+CUDA when a GPU is visible: benchmarks/results/shift_<device>.json.
 """
 import argparse
 import json

@@ -1,19 +1,17 @@
 """Tiled against whole-image inference on a large real photo: time, peak
-memory and the largest difference, for a regular and a ghost model.
+memory and the largest difference, for a regular and a ghost model;
+figures in benchmarks/README.md.
 
     python benchmarks/bench_tiled.py [--image PATH] [--models edsr_c64b16]
         [--tile 512] [--batch-size 1] [--threads 2]
         [--out-dir benchmarks/results] [--overwrite]
 
-The default photo is scikit-image's retina.jpg (1411x1411, a real fundus
-photograph that ships with the package), super-resolved x2 as it is. Each
-(model, mode) runs in a fresh process: the model is built (the ghost model
-as its inference graph, every ghost layer moved by one pixel as a deployed
-model's would be), the photo read, one timed inference, and the growth of
-the process's peak resident memory during it (ru_maxrss) is its peak
-memory. Tiles use the model's receptive-field radius as overlap, so the
-outputs agree with the whole-image ones to float rounding, which is
-checked. Markdown to stdout, JSON to benchmarks/results/tiled_cpu.json.
+Default photo: scikit-image's retina.jpg (1411x1411), x2. Each (model,
+mode) runs in a fresh process, whose peak resident memory grows by the
+inference's peak (ru_maxrss); the ghost layers are moved by one pixel as a
+deployed model's would be. Tiles overlap by the receptive-field radius, so
+the outputs agree to float rounding (checked). JSON to
+benchmarks/results/tiled_cpu.json.
 """
 import argparse
 import json

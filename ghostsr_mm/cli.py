@@ -11,7 +11,7 @@ import os.path as osp
 import re
 import sys
 import warnings
-from typing import Callable, Optional, Sequence
+from typing import Callable, NoReturn, Optional, Sequence
 
 import torch
 from mmengine.config import Config, DictAction
@@ -21,7 +21,7 @@ from ghostsr_mm.utils import InputError
 __all__ = [
     'UserError', 'add_runner_args', 'parse_runner_args', 'load_config',
     'enable_amp', 'check_config', 'check_resume_checkpoint', 'check_weights',
-    'run_tool'
+    'run_tool', 'exit_tool'
 ]
 
 
@@ -43,9 +43,10 @@ def run_tool(main: Callable[[Optional[Sequence[str]]], Optional[int]],
     stderr and returns 1, unless ``--debug`` is on the command line.
 
     A process group that ``main`` started (``--launcher``) is destroyed
-    before returning: left to interpreter shutdown, gloo's worker threads
-    can abort the process (pytorch/pytorch#190489).
+    before returning (pytorch/pytorch#190489); :func:`exit_tool` then ends
+    such a process.
     """
+    global _RAN_DISTRIBUTED
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = '--debug' in argv
     if debug:
@@ -62,6 +63,25 @@ def run_tool(main: Callable[[Optional[Sequence[str]]], Optional[int]],
         if torch.distributed.is_available() and \
                 torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
+            _RAN_DISTRIBUTED = True
+
+
+_RAN_DISTRIBUTED = False
+
+
+def exit_tool(status: int) -> NoReturn:
+    """End a tool's process with ``status`` (``sys.exit``). A process that
+    ran in a process group leaves through ``os._exit`` once its output is
+    flushed: at interpreter shutdown after a gloo run, a rank aborted now
+    and then ("terminate called without an active exception": C++ threads
+    still joinable when static objects are destroyed), failing a training
+    that had finished."""
+    if _RAN_DISTRIBUTED:
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    sys.exit(status)
 
 
 def add_runner_args(parser: argparse.ArgumentParser) -> None:

@@ -18,8 +18,8 @@ import ghostsr_mm  # noqa: E402,F401  (compat fixes before MMagic loads)
 from mmengine.runner import Runner  # noqa: E402
 
 from ghostsr_mm.cli import (add_runner_args, check_config,  # noqa: E402
-                            check_weights, load_config, parse_runner_args,
-                            run_tool)
+                            check_weights, exit_tool, load_config,
+                            parse_runner_args, run_tool)
 
 
 def parse_args(argv=None):
@@ -52,4 +52,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(run_tool(main))
+    exit_tool(run_tool(main))

@@ -22,8 +22,8 @@ from mmengine.runner import Runner  # noqa: E402
 
 from ghostsr_mm.cli import (add_runner_args, check_config,  # noqa: E402
                             check_resume_checkpoint, check_weights,
-                            enable_amp, ensure_gumbel_annealing, load_config,
-                            parse_runner_args, run_tool)
+                            enable_amp, ensure_gumbel_annealing, exit_tool,
+                            load_config, parse_runner_args, run_tool)
 
 
 def parse_args(argv=None):
@@ -58,4 +58,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(run_tool(main))
+    exit_tool(run_tool(main))
