@@ -65,25 +65,6 @@ def test_bench_shift_end_to_end(tmp_path, capsys):
     assert (tmp_path / 'shift_cpu.json').read_bytes() == before
 
 
-@pytest.mark.slow
-def test_bench_models_end_to_end(tmp_path, capsys):
-    bench = load_script('bench_models')
-    bench.main(['--models', 'carn_m', '--repeats', '1', '--min-seconds',
-                '0', '--no-train', '--out-dir', str(tmp_path)])
-    result = json.loads((tmp_path / 'models_cpu.json').read_text())
-    (row, ) = result['inference']
-    assert row['model'] == 'carn_m x2' and result['train'] is None
-    # CARN-M x2 (single scale), as in the README's table.
-    assert row['params']['regular'] == 257027
-    assert row['params']['ghost'] == 210627
-    # --repeats 1 and no minimum time: one timed round of each model.
-    assert {len(v) for v in row['latency_rounds_s'].values()} == {1}
-    assert all(t > 0 for v in row['latency_rounds_s'].values() for t in v)
-    printed = capsys.readouterr().out
-    assert (f"| carn_m x2 | 3x128x128 | 0.26 / 0.21 | "
-            f"{row['flops_ratio']:.3f} |") in printed
-
-
 @requires_cuda
 @pytest.mark.slow
 def test_bench_models_on_cuda(tmp_path, capsys):
@@ -105,24 +86,34 @@ def test_bench_models_on_cuda(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_bench_models_compile_times_eager_in_the_same_rounds(tmp_path,
-                                                             capsys):
+def test_bench_models_end_to_end_with_compile(tmp_path, capsys):
+    """One timed round of each variant; with --compile the eager models run
+    in the same rounds as the compiled ones and get a table of their own."""
     bench = load_script('bench_models')
     bench.main(['--models', 'carn_m', '--repeats', '1', '--min-seconds',
                 '0', '--no-train', '--compile', '--out-dir', str(tmp_path)])
     result = json.loads((tmp_path / 'models_cpu_compile.json').read_text())
     (row, ) = result['inference']
+    assert row['model'] == 'carn_m x2' and result['train'] is None
+    # CARN-M x2 (single scale), as in the README's table.
+    assert row['params']['regular'] == 257027
+    assert row['params']['ghost'] == 210627
     t, c = row['latency_s'], row['compile']
     assert set(t) == {'regular', 'ghost', 'half', 'regular_eager',
                       'ghost_eager'}
+    # --repeats 1 and no minimum time: one timed round of each model.
+    assert {len(v) for v in row['latency_rounds_s'].values()} == {1}
+    assert all(t > 0 for v in row['latency_rounds_s'].values() for t in v)
     assert c['eager_latency_ratio'] == pytest.approx(
         t['ghost_eager'] / t['regular_eager'])
     assert c['ghost_compiled_over_eager'] == pytest.approx(
         t['ghost'] / t['ghost_eager'])
+    printed = capsys.readouterr().out
+    assert (f"| carn_m x2 | 3x128x128 | 0.26 / 0.21 | "
+            f"{row['flops_ratio']:.3f} |") in printed
     assert (f"| carn_m x2 | {t['regular_eager'] * 1e3:.0f} / "
             f"{t['ghost_eager'] * 1e3:.0f} | "
-            f"{c['eager_latency_ratio']:.3f} (round by round") \
-        in capsys.readouterr().out
+            f"{c['eager_latency_ratio']:.3f} (round by round") in printed
 
 
 @pytest.mark.slow
@@ -172,6 +163,7 @@ def test_bench_quality_end_to_end(tmp_path, monkeypatch, capsys):
     import statistics
     bench = load_script('bench_quality')
     monkeypatch.setattr(bench, 'MAX_SIDE', 200)
+    monkeypatch.setitem(bench.MODELS['edsr']['args'], 'mid_channels', 16)
     monkeypatch.setattr(bench, 'VAL_SHARE', 0.5)  # room for 48x48 LR tiles
 
     def bench_run(*argv):
