@@ -2,7 +2,7 @@
 CARN-M it accelerates (ClassSR Table 1 at CPU scale), and with ghost
 branches. Every stage trains through a shipped config and the project's
 tools, as a user would; this script prepares the photos, runs the stages
-and measures.
+(a stage whose checkpoint is in --work-dir is not run again) and measures.
 
     python benchmarks/bench_classsr.py [--iters 500]
         [--classifier-iters 300] [--joint-iters 100] [--ghost-iters 200]
@@ -10,38 +10,9 @@ and measures.
         [--work-dir work_dirs/bench_classsr] [--out-dir benchmarks/results]
         [--overwrite]
 
-Photos: the training photos of bench_quality.py and the left halves of the
-two largest package photos (scikit-image's retina and hubble_deep_field),
-their top 4/5 for training and bottom 1/5 for validation; the test photos
-are the right halves of those two, x4 bicubic LR, used for nothing but
-the figures. Each stage is ``tools/train.py`` (or ``classsr_prepare.py``)
-on a config of ``configs/classsr`` made to use these photos and --iters by
-``ghostsr_mm.apis.write_data_config``; a stage whose checkpoint is in
---work-dir is not run again.
-
-  0. the hard-branch config (CARN-M, width 64) on the photos: the original
-     network, and the reference that labels the sub-images (stages 0, 2
-     and G train on 16-pixel LR patches, the classifier stages on whole
-     sub-images);
-  1. ``tools/classsr_prepare.py``: 32x32 LR sub-images of the training
-     photos, labelled simple / medium / hard by the reference's PSNR;
-  2. the three branch configs (width 36 / 52 / 64), each started from the
-     original cut to its width (``NarrowedPretrained``);
-  3. the classifier config (branches loaded and frozen);
-  4. the joint config;
-  G. each branch as a GhostCARNNet, clustered from its stage-2 weights
-     (GhostClusterInitHook) and trained on its class (--ghost-iters); the
-     ghost variant is stage 4's classifier over these branches.
-
-Test: 32x32 LR tiles, overlap 2 (the paper's stride 28), 64 per step,
-blended; RGB-PSNR (MMagic's metric, border 4); FLOPs per tile (classifier
-included) over the original's; CPU time of each photo, median of
-interleaved repeats, and its ratio to the original in the same rounds. The
-routing takes the most probable branch, or with --flops-budget R the cost
-penalty that makes the routing of the validation photos cost R of the
-hard branch (calibrate_cost_penalty, LR only). Prints the table, writes
-the figures to benchmarks/results/classsr_cpu.json and the routing of the
-retina photo to classsr_cpu_routing.png.
+The photos, the stages and the test: benchmarks/README.md, "ClassSR".
+Writes results/classsr_cpu.json and the routing of the retina photo to
+classsr_cpu_routing.png.
 """
 import argparse
 import json

@@ -1,43 +1,15 @@
 """Quality at CPU scale on real photos: GhostSR Tables 2 and 3 (ghost
-against its regular parent, against a copy instead of a learned shift,
-against Ghost-DW, clustering against by-order initialisation, against
-training from scratch, and against narrower regular networks).
+against its regular parent, a copy, Ghost-DW, by-order initialisation,
+training from scratch and narrower regular networks).
 
     python benchmarks/bench_quality.py [--models edsr carn] [--scales 2 4]
         [--seeds 0 1 2] [--parent-iters 2000] [--iters 1000]
-        [--arms parent regular+ ghost ...] [--jobs 2]
-        [--out-dir benchmarks/results] [--tag NAME] [--overwrite]
+        [--arms parent regular+ ghost ...] [--jobs 2] [--tag NAME]
 
-Photos: natural photos shipped inside scikit-image, scikit-learn and
-matplotlib; training and test photos are disjoint, and the validation split
-(for the shift oracle only) is the bottom fifth of each training photo,
-never cropped for training. For each model, scale and seed: a regular
-parent is trained for --parent-iters; every fine-tuned arm starts from it
-and trains --iters more; arms from scratch train --parent-iters + --iters,
-so every arm has the same budget. Adam (0.9, 0.999), LR 2e-4 with a cosine
-decay per training, L1, batches of 16 24x24 LR patches with flips and
-rotations. Y-PSNR/SSIM with MMagic's metrics (border = scale) on the whole
-test photos.
-
-The photos are held in memory and trained on by a loop of a few lines:
-through tools/train.py every patch is read from disk and cropped by
-MMagic's pipeline, which costs these small models more than their step
-(benchmarks/README.md, "Quality").
-
-Arms (ARMS below): the ghost arms use clustering (k-means, Eq. 7-9) or
-by-order initialisation from the parent, with the learned shift under the
-paper's settings ('ghost') or the tuned ones ('ghost-tuned': W' at 100x the
-LR, zero-offset bias 1, 300 Gumbel epochs over the fine-tune), a copy or a
-depthwise conv; 'ghost-tuned-oracle' is 'ghost-tuned' with each layer's
-offset then chosen on the validation loss (the shift oracle). The narrow
-regular arms have the widest width whose FLOPs, parameters or measured CPU
-latency do not exceed the ghost model's.
-
-Prints the tables, writes every run to benchmarks/results/
-quality_cpu[_TAG].json and a PSNR-versus-FLOPs plot to quality_cpu[_TAG].png
-(an existing file is kept unless --overwrite); while it runs, what it has
-measured goes to quality_cpu[_TAG].runs.jsonl (--report rebuilds the
-tables from it, e.g. after an interrupted run).
+The photos, the training budget of each arm and why it trains in memory:
+benchmarks/README.md, "Quality". Writes results/quality_cpu[_TAG].json, a
+PSNR-versus-FLOPs plot (.png) and, while it runs, .runs.jsonl, from which
+--report rebuilds the tables after an interrupted run.
 """
 import argparse
 import json

@@ -1,11 +1,8 @@
 """Every fix that MMagic 1.2.0 and mmengine 0.10 need on today's PyTorch /
-mmcv-lite stack.
-
-Each fix is named after the upstream problem, applies only to the versions
-that have it (and only when it is present), once, and says which error it
-prevents. :func:`apply` runs when ``ghostsr_mm`` is imported, before any
-MMagic model module is, so configs that list ``ghostsr_mm`` in
-``custom_imports`` get them too.
+mmcv-lite stack: each is named after the upstream problem, says which error
+it prevents and applies once, only to the versions that have it.
+:func:`apply` runs when ``ghostsr_mm`` is imported (also through a config's
+``custom_imports``), before any MMagic model module is.
 """
 import contextlib
 import importlib.machinery
@@ -33,17 +30,10 @@ def _version(package: str) -> Tuple[int, ...]:
     from importlib.metadata import version
     return tuple(int(p) for p in re.findall(r'\d+', version(package))[:3])
 
-# ---------------------------------------------------------------------------
-# 1. mmcv-lite has no compiled ops.
-#
-# `import mmagic.models` imports every editor; several (BasicVSR++, EDVR,
-# TDAN, StyleGAN, ...) run `from mmcv.ops import ...` at module level, which
-# fails with `ModuleNotFoundError: No module named 'mmcv._ext'` under
-# mmcv-lite even though the SR path never calls those kernels. A placeholder
-# `mmcv._ext` lets the imports succeed; calling any of its kernels raises a
-# RuntimeError that says what to install. With a full mmcv (which has a real
-# `mmcv._ext`) nothing is installed.
-# ---------------------------------------------------------------------------
+# 1. mmcv-lite has no compiled ops: `import mmagic.models` imports editors
+# (BasicVSR++, EDVR, StyleGAN, ...) that run `from mmcv.ops import ...` and
+# fail with `No module named 'mmcv._ext'`, though SR never calls them. A
+# placeholder `mmcv._ext` lets them import; its kernels raise when called.
 
 
 class MMCVOpsUnavailableError(RuntimeError):
@@ -78,11 +68,8 @@ class _MMCVExtPlaceholder(types.ModuleType):
 
 
 def install_mmcv_ext_placeholder() -> bool:
-    """Install the placeholder when mmcv has no compiled ops.
-
-    Returns:
-        bool: Whether the placeholder is (now) in place.
-    """
+    """Install the placeholder when mmcv has no compiled ops; returns
+    whether it is (now) in place."""
     if mmcv_has_compiled_ops():
         return False
     if 'mmcv._ext' not in sys.modules:
@@ -94,19 +81,11 @@ def install_mmcv_ext_placeholder() -> bool:
     return True
 
 
-# ---------------------------------------------------------------------------
-# 2. mmengine <= 0.10.7 loads checkpoints with plain `torch.load`, which torch
-#    >= 2.6 runs with `weights_only=True`.
-#
-# `Runner(load_from=...)`, `--resume` and `load_checkpoint` then fail with
-# `Weights only load failed ... Unsupported global:
-# mmengine.logging.history_buffer.HistoryBuffer`. Rather than turning the
-# safety off, the few classes an mmengine training checkpoint holds (its
-# message hub's HistoryBuffer and the numpy scalars/arrays inside) are
-# allowed around mmengine's loads of local files and this project's own
-# (ghostsr_mm.checkpoint), and nowhere else: loading stays
-# `weights_only=True`, and torch's allowlist for other loads is unchanged.
-# ---------------------------------------------------------------------------
+# 2. mmengine <= 0.10.7 loads checkpoints with plain `torch.load`, which
+# torch >= 2.6 runs weights-only: `load_from` and `--resume` fail with
+# `Unsupported global: mmengine.logging.history_buffer.HistoryBuffer`. The
+# few classes a training checkpoint holds are allowed around mmengine's
+# loads of local files and this project's own, nowhere else.
 
 
 def checkpoint_safe_globals() -> List:
@@ -138,12 +117,7 @@ def training_state_globals():
 
 def mmengine_loads_under_weights_only() -> bool:
     """Run mmengine's loader of local checkpoint files inside
-    :func:`training_state_globals`.
-
-    Returns:
-        bool: Whether the loader is wrapped (mmengine <= 0.10.7 with a torch
-        that loads weights-only by default).
-    """
+    :func:`training_state_globals`; returns whether it is wrapped."""
     import inspect
     default = inspect.signature(torch.load).parameters['weights_only'].default
     if default not in (None, True) or _version('mmengine') > (0, 10, 7):
@@ -162,23 +136,14 @@ def mmengine_loads_under_weights_only() -> bool:
     return True
 
 
-# ---------------------------------------------------------------------------
-# 3. mmengine <= 0.10.7's PyTorch launcher assumes a GPU.
-#
-# `mmengine.dist.utils._init_dist_pytorch` calls `torch.cuda.set_device`
-# before `init_process_group`, so `--launcher pytorch` on a machine without
-# a GPU (gloo backend) fails with `RuntimeError: Found no NVIDIA driver on
-# your system`. Where no GPU is visible, the call is skipped; everything
-# else is mmengine's own code path.
-# ---------------------------------------------------------------------------
+# 3. mmengine <= 0.10.7's `_init_dist_pytorch` calls `torch.cuda.set_device`
+# first, so `--launcher pytorch` without a GPU fails with `Found no NVIDIA
+# driver on your system`; where no GPU is visible the call is skipped.
 
 
 def allow_cpu_distributed() -> bool:
-    """Let mmengine's PyTorch launcher start on a machine without a GPU.
-
-    Returns:
-        bool: Whether the launcher was wrapped (only where no GPU is seen).
-    """
+    """Let mmengine's PyTorch launcher start without a GPU; returns whether
+    the launcher was wrapped."""
     if torch.cuda.is_available() or _version('mmengine') > (0, 10, 7):
         return False
     from mmengine.dist import utils as dist_utils
@@ -196,16 +161,9 @@ def allow_cpu_distributed() -> bool:
     return True
 
 
-# ---------------------------------------------------------------------------
-# 4. Deprecation warnings that MMagic's dependencies print on every import.
-#
-# `diffusers/utils/outputs.py` (0.24) registers its output classes with
-# `torch.utils._pytree._register_pytree_node`, which torch >= 2.2 marks
-# deprecated, and mmengine imports `pkg_resources`, which setuptools 80
-# (pinned because mmengine needs it) marks deprecated: every process that
-# imports MMagic prints these FutureWarning / UserWarnings, each several
-# times, on every tool run. Only those two messages are silenced.
-# ---------------------------------------------------------------------------
+# 4. Deprecation warnings printed on every import of MMagic: diffusers 0.24
+# calls `torch.utils._pytree._register_pytree_node` (deprecated since torch
+# 2.2) and mmengine imports `pkg_resources` (deprecated by setuptools 80).
 
 
 def silence_dependency_import_warnings() -> None:
@@ -223,24 +181,13 @@ def silence_dependency_import_warnings() -> None:
         category=UserWarning)
 
 
-# ---------------------------------------------------------------------------
-# 5. MMagic <= 1.2.0: a corrupt image file stops training with an OpenCV
-#    assertion that names no file.
-#
-# MMagic's `LoadImageFromFile._load_image` returns what `mmcv.imfrombytes`
-# decodes, which is None for a truncated or corrupt file; the next step
-# fails in `cv2.cvtColor` (`!_src.empty()`) with no file name, mid-training.
-# The wrapped loader raises an error naming the file instead. (The tools also
-# check the data before training: ghostsr_mm.datasets.check_config_data.)
-# ---------------------------------------------------------------------------
+# 5. MMagic <= 1.2.0's `LoadImageFromFile` returns None for a corrupt file,
+# and training stops in `cv2.cvtColor` (`!_src.empty()`) naming no file.
 
 
 def name_undecodable_images() -> bool:
-    """Make MMagic's image loader name a file it cannot decode.
-
-    Returns:
-        bool: Whether the loader was wrapped (now or before).
-    """
+    """Make MMagic's image loader name a file it cannot decode; returns
+    whether the loader is wrapped."""
     if _version('mmagic') > (1, 2, 0):
         return False
     from mmagic.datasets.transforms import loading
@@ -261,8 +208,7 @@ def name_undecodable_images() -> bool:
 
 
 def apply() -> None:
-    """Apply every fix whose problem is present (each checks that it has
-    not been applied already)."""
+    """Apply every fix whose problem is present, once."""
     silence_dependency_import_warnings()
     install_mmcv_ext_placeholder()
     mmengine_loads_under_weights_only()

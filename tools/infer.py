@@ -5,32 +5,15 @@
         [--fp16 | --bf16] [--backend pytorch|onnxruntime] [--force]
         [--save-routing] [--cost-penalty X | --flops-budget R] [--debug]
 
-INPUT is an image, a folder or a glob pattern (PNG, JPEG, BMP, TIFF; 8- or
-16-bit; grey and RGBA as described in ghostsr_mm/apis/images.py); OUTPUT is
-a file for one input image, else a folder (created), where each result keeps
-its input's file name. CHECKPOINT may be a regular, a ghost training-graph
-or a deployed checkpoint of CONFIG's generator; with ``--backend
-onnxruntime`` it is an ONNX file from ``tools/deploy.py --onnx``.
-
-Images are processed in tiles of ``--tile`` LR pixels (``--batch-size``
-tiles per forward pass), so memory does not grow with the image; with the
-default overlap, the network's receptive-field radius, the result equals a
-whole-image pass. An image that cannot be read is reported and skipped; the
-others are still written, and the exit status is 1. Existing outputs are
-refused unless ``--force`` is given, before anything is computed.
-
-A ClassSR model (configs/classsr) runs as the paper tests it: 32x32 LR
-sub-images with overlap 2 (stride 28) blended, 64 per step, each through
-the branch its classifier picks. Per image it prints the share of
-sub-images per branch and the average FLOPs against the hard branch alone;
-``--save-routing`` also writes ``<output>_routing.png``, the output tinted
-by the branch of each sub-image (green simple, yellow medium, red hard).
-``--cost-penalty X`` routes by ``log P_k - X * cost_k`` (the branch's
-FLOPs over the hard branch's): > 0 cheaper, < 0 more capable;
-``--flops-budget R`` finds the penalty whose routing of all the input
-images costs at most R of the hard branch on average (classifier
-included), prints it, and uses it (give it as ``--cost-penalty`` to other
-images of the same kind).
+INPUT is an image, a folder or a glob pattern; OUTPUT a file for one input
+image, else a folder where each result keeps its input's name. CHECKPOINT is
+a regular, ghost or deployed checkpoint of CONFIG's generator, or an ONNX
+file from ``tools/deploy.py --onnx``. Tiles overlapping by the receptive
+field give the whole-image result in bounded memory. An unreadable image is
+reported and skipped (exit status 1); existing outputs are refused up front
+unless ``--force``. A ClassSR model runs as the paper tests it (32x32
+sub-images, overlap 2, 64 per step), printing each image's routing and
+FLOPs against the hard branch.
 """
 import argparse
 import os
