@@ -534,8 +534,11 @@ def plot(result, path):
 
 
 def measure(args, saved):
-    """Complexity and latency (first, while nothing else runs), bicubic,
-    then every task; each result is appended to ``saved`` as it comes."""
+    """The machine, complexity and latency (first, while nothing else
+    runs), bicubic, then every task; each result is appended to ``saved`` as
+    it comes."""
+    from ghostsr_mm.analysis import machine
+    measured = dict(machine=machine())
     comp = {f'{m}_x{s}': complexity(m, s)
             for m in args.models for s in args.scales}
     bicubic = {f'x{s}': evaluate(None, PairSet(
@@ -544,8 +547,8 @@ def measure(args, saved):
     tasks = make_tasks(args, {k: c['narrow_widths'] for k, c in comp.items()})
     runs = []
     with open(saved, 'w') as log:
-        log.write(json.dumps(dict(measured=dict(
-            complexity=comp, bicubic=bicubic))) + '\n')
+        measured.update(complexity=comp, bicubic=bicubic)
+        log.write(json.dumps(dict(measured=measured)) + '\n')
         if args.jobs == 1:
             done = map(run_task, tasks)
         else:
@@ -558,12 +561,12 @@ def measure(args, saved):
         if args.jobs > 1:
             pool.close()
             pool.join()
-    return comp, bicubic, runs
+    return measured, runs
 
 
 def main(argv=None):
     args = parse_args(argv)
-    from ghostsr_mm.analysis import machine, results_path
+    from ghostsr_mm.analysis import results_path
     name = 'quality_cpu' + (f'_{args.tag}' if args.tag else '')
     out_json = results_path(args.out_dir, f'{name}.json', args.overwrite)
     out_png = results_path(args.out_dir, f'{name}.png', args.overwrite)
@@ -574,18 +577,16 @@ def main(argv=None):
         if not rows or 'measured' not in rows[0]:
             raise SystemExit(f'{args.report}: no measured complexity on its '
                              'first line; not a .runs.jsonl of this script')
-        comp, bicubic = (rows[0]['measured'][k]
-                         for k in ('complexity', 'bicubic'))
-        runs = rows[1:]
+        measured, runs = rows[0]['measured'], rows[1:]
     else:
-        comp, bicubic, runs = measure(args,
-                                      out_json[:-len('.json')] + '.runs.jsonl')
+        measured, runs = measure(args,
+                                 out_json[:-len('.json')] + '.runs.jsonl')
     result = dict(
         config=dict(vars(args), train_photos=TRAIN_PHOTOS,
                     test_photos=TEST_PHOTOS, recipes=RECIPES,
                     flops_shape=FLOPS_SHAPE),
-        machine=machine(), seconds=round(time.time() - start),
-        bicubic=bicubic, complexity=comp, summary=summarise(runs), runs=runs)
+        seconds=round(time.time() - start), **measured,
+        summary=summarise(runs), runs=runs)
     text = markdown(result)
     print(text)
     with open(out_json, 'w') as f:

@@ -166,10 +166,11 @@ def test_bench_quality_end_to_end(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(bench.MODELS['edsr']['args'], 'mid_channels', 16)
     monkeypatch.setattr(bench, 'VAL_SHARE', 0.5)  # room for 48x48 LR tiles
 
-    def bench_run(*argv):
-        threads = torch.get_num_threads()  # --jobs 1 sets this process's
+    def bench_run(*argv, threads=None):
+        before = torch.get_num_threads()  # --jobs 1 sets this process's
+        torch.set_num_threads(threads or before)
         assert bench.main(list(argv)) == 0
-        torch.set_num_threads(threads)
+        torch.set_num_threads(before)
         return capsys.readouterr().out
 
     argv = ['--models', 'edsr', '--scales', '2', '--seeds', '0', '1',
@@ -212,11 +213,14 @@ def test_bench_quality_end_to_end(tmp_path, monkeypatch, capsys):
     # --report rebuilds the same tables, latency included, from what the
     # run saved: nothing is measured again (before, the latency was).
     report = tmp_path / 'again'
+    # (the machine too: reported from another thread count)
     again_printed = bench_run(*argv[:-1], str(report), '--report',
-                              str(tmp_path / 'quality_cpu.runs.jsonl'))
+                              str(tmp_path / 'quality_cpu.runs.jsonl'),
+                              threads=torch.get_num_threads() + 1)
     assert table(again_printed) == table(printed)
     again = json.loads((report / 'quality_cpu.json').read_text())
-    assert again['complexity'] == result['complexity']
+    for key in ('complexity', 'bicubic', 'machine'):
+        assert again[key] == result[key]
 
 
 @pytest.mark.slow
