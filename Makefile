@@ -31,12 +31,17 @@ $(STAMPS)/ext: $(STAMPS)/venv setup.py $(shell find csrc -type f)
 demo: setup
 	$(PY) tools/demo.py
 
+# Two pytest-xdist workers, each test file on one (its module fixtures are
+# built once); tests/conftest.py splits the cores between them.
+TEST_WORKERS ?= 2
+PYTEST := $(PY) -m pytest tests -n $(TEST_WORKERS) --dist loadfile
+
 test: setup
-	$(PY) -m pytest tests --durations=10
+	$(PYTEST) --durations=10
 
 # The edit-test loop: everything but the end-to-end runs (marked slow).
 test-fast: setup
-	$(PY) -m pytest tests -m "not slow"
+	$(PYTEST) -m "not slow"
 
 bench: setup
 	$(PY) benchmarks/bench_shift.py --overwrite

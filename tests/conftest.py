@@ -5,7 +5,9 @@ import pytest
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# `make test` runs two pytest-xdist workers: they share the cores.
+_WORKERS = int(os.environ.get('PYTEST_XDIST_WORKER_COUNT', 1))
+torch.set_num_threads(max(1, min(2, torch.get_num_threads()) // _WORKERS))
 
 import ghostsr_mm  # noqa: E402,F401  (compat fixes, registrations)
 
