@@ -98,6 +98,14 @@ def y_psnr(pred: np.ndarray, gt: np.ndarray, crop: int) -> float:
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 
+def free_port() -> int:
+    """A TCP port free now (tests run in parallel workers)."""
+    import socket
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
 def load_tool(path: str):
     """A tool module by its path under the repository (tools/ is not a
     package; `test` would also clash with the standard library's)."""

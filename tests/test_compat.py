@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from ghostsr_mm import compat
+from helpers import free_port
 
 
 def run_python(code: str) -> subprocess.CompletedProcess:
@@ -107,7 +108,7 @@ def test_pytorch_launcher_on_a_machine_without_gpu(with_fix):
         import os
         os.environ.update(RANK='0', LOCAL_RANK='0', WORLD_SIZE='1',
                           MASTER_ADDR='127.0.0.1',
-                          MASTER_PORT=str(20000 + os.getpid() % 10000))
+                          MASTER_PORT='{free_port()}')
         if {with_fix}:
             import ghostsr_mm
         from mmengine.dist import init_dist, get_world_size

@@ -17,7 +17,7 @@ from mmagic.registry import MODELS
 
 from ghostsr_mm.apis import write_data_config
 from ghostsr_mm.checkpoint import read_checkpoint
-from helpers import ROOT, make_sr_data, run_tool
+from helpers import ROOT, free_port, make_sr_data, run_tool
 
 CONFIGS = sorted(
     c for c in glob.glob(osp.join(ROOT, 'configs', 'ghostsr', '*', '*.py')) +
@@ -158,7 +158,7 @@ def test_distributed_training_two_cpu_processes(tmp_path, data):
         tmp_path, osp.join(ROOT, 'configs/ghostsr/edsr/'
                            'ghost_edsr_x2c64b16_1xb16-300k_div2k.py'), data)
     env = dict(os.environ, PYTHON=sys.executable,
-               PORT=str(29500 + os.getpid() % 1000))
+               PORT=str(free_port()))
     out = subprocess.run([
         'bash', 'tools/dist_train.sh', cfg, '2', '--work-dir',
         str(tmp_path / 'dist')
