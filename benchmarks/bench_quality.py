@@ -5,6 +5,7 @@ training from scratch and narrower regular networks).
     python benchmarks/bench_quality.py [--models edsr carn] [--scales 2 4]
         [--seeds 0 1 2] [--parent-iters 2000] [--iters 1000]
         [--arms parent regular+ ghost ...] [--jobs 2] [--tag NAME]
+        [--out-dir benchmarks/results] [--overwrite] [--report JSONL]
 
 The photos, the training budget of each arm and why it trains in memory:
 benchmarks/README.md, "Quality". Writes results/quality_cpu[_TAG].json, a

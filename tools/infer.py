@@ -5,15 +5,19 @@
         [--fp16 | --bf16] [--backend pytorch|onnxruntime] [--force]
         [--save-routing] [--cost-penalty X | --flops-budget R] [--debug]
 
-INPUT is an image, a folder or a glob pattern; OUTPUT a file for one input
-image, else a folder where each result keeps its input's name. CHECKPOINT is
+INPUT is an image, a folder or a glob pattern (8- or 16-bit, grey and RGBA
+as in ghostsr_mm/apis/images.py); OUTPUT a file for one input image, else a
+folder where each result keeps its input's name. CHECKPOINT is
 a regular, ghost or deployed checkpoint of CONFIG's generator, or an ONNX
 file from ``tools/deploy.py --onnx``. Tiles overlapping by the receptive
 field give the whole-image result in bounded memory. An unreadable image is
 reported and skipped (exit status 1); existing outputs are refused up front
 unless ``--force``. A ClassSR model runs as the paper tests it (32x32
 sub-images, overlap 2, 64 per step), printing each image's routing and
-FLOPs against the hard branch.
+FLOPs against the hard branch; ``--save-routing`` tints the output by branch
+(green simple, yellow medium, red hard), ``--cost-penalty X`` routes by
+``log P_k - X * cost_k`` and ``--flops-budget R`` finds and prints the X
+whose routing of the inputs costs at most R of the hard branch.
 """
 import argparse
 import os
