@@ -535,11 +535,10 @@ def plot(result, path):
 
 
 def measure(args, saved):
-    """The machine, complexity and latency (first, while nothing else
-    runs), bicubic, then every task; each result is appended to ``saved`` as
-    it comes."""
+    """Complexity and latency (first, while nothing else runs), bicubic,
+    then every task; the machine and each result are appended to ``saved``
+    as they come."""
     from ghostsr_mm.analysis import machine
-    measured = dict(machine=machine())
     comp = {f'{m}_x{s}': complexity(m, s)
             for m in args.models for s in args.scales}
     bicubic = {f'x{s}': evaluate(None, PairSet(
@@ -548,7 +547,7 @@ def measure(args, saved):
     tasks = make_tasks(args, {k: c['narrow_widths'] for k, c in comp.items()})
     runs = []
     with open(saved, 'w') as log:
-        measured.update(complexity=comp, bicubic=bicubic)
+        measured = dict(machine=machine(), complexity=comp, bicubic=bicubic)
         log.write(json.dumps(dict(measured=measured)) + '\n')
         if args.jobs == 1:
             done = map(run_task, tasks)
@@ -575,9 +574,11 @@ def main(argv=None):
     if args.report:  # what was measured, as it was measured: nothing re-run
         with open(args.report) as f:
             rows = [json.loads(line) for line in f if line.strip()]
-        if not rows or 'measured' not in rows[0]:
-            raise SystemExit(f'{args.report}: no measured complexity on its '
-                             'first line; not a .runs.jsonl of this script')
+        if not rows or set(rows[0].get('measured', ())) != {
+                'machine', 'complexity', 'bicubic'}:
+            raise SystemExit(f'{args.report}: no measured machine, '
+                             'complexity and bicubic on its first line; not '
+                             'a .runs.jsonl of this script')
         measured, runs = rows[0]['measured'], rows[1:]
     else:
         measured, runs = measure(args,
